@@ -1,0 +1,1 @@
+"""Jobtracker: the Django project (settings, URLs, ASGI routing, embedded services)."""

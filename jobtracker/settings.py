@@ -1,0 +1,211 @@
+"""Settings for Jobtracker, read from the environment.
+
+Production sets ``DATABASE_URL`` and ``REDIS_URL``. When they are unset, the
+URLs of the embedded PostgreSQL and Redis that ``./dev`` started for this
+checkout are read from the data folder (see ``jobtracker.embedded``), so
+``python manage.py …`` in another shell talks to the same servers.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
+
+from jobtracker import embedded
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+
+
+def env_bool(name: str, default: bool) -> bool:
+    """Read a boolean from the environment ('1', 'true', 'yes', 'on' are true)."""
+    value = os.environ.get(name)
+    if value is None:
+        return default
+    return value.strip().lower() in {"1", "true", "yes", "on"}
+
+
+def env_int(name: str, default: int) -> int:
+    """Read an integer from the environment."""
+    value = os.environ.get(name)
+    return default if value in (None, "") else int(value)
+
+
+DATA_DIR = Path(os.environ.get("JOBTRACKER_DATA_DIR", BASE_DIR / ".data"))
+
+DEBUG = env_bool("DEBUG", False)
+SECRET_KEY = os.environ.get("SECRET_KEY", "")
+if not SECRET_KEY:
+    if not DEBUG and os.environ.get("JOBTRACKER_REQUIRE_SECRET_KEY"):
+        raise ImproperlyConfigured("SECRET_KEY must be set in production.")
+    SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
+ALLOWED_HOSTS = [
+    h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h
+]
+CSRF_TRUSTED_ORIGINS = [
+    o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
+]
+
+_embedded = embedded.read_state(DATA_DIR) or {}
+DATABASE_URL = os.environ.get("DATABASE_URL") or _embedded.get("DATABASE_URL", "")
+REDIS_URL = os.environ.get("REDIS_URL") or _embedded.get("REDIS_URL", "")
+if not DATABASE_URL:
+    # Nothing running yet: settings still load (for `check`, `makemigrations`),
+    # and the first query says how to start the services.
+    DATABASE_URL = "postgres://jobtracker-not-started@127.0.0.1:1/jobtracker"
+if not REDIS_URL:
+    REDIS_URL = "redis://127.0.0.1:1/0"
+
+INSTALLED_APPS = [
+    "daphne",
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "whitenoise.runserver_nostatic",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "channels",
+    "django_rq",
+    "django_htmx",
+    "processing",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "jobtracker.urls"
+ASGI_APPLICATION = "jobtracker.asgi.application"
+WSGI_APPLICATION = None
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        DATABASE_URL,
+        conn_max_age=env_int("DB_CONN_MAX_AGE", 60),
+        conn_health_checks=True,
+    )
+}
+
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+]
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "/static/"
+STATIC_ROOT = DATA_DIR / "static"
+STATICFILES_DIRS = [
+    BASE_DIR / "static",
+    ("vendor/htmx", BASE_DIR / "node_modules" / "htmx.org" / "dist"),
+    ("vendor/htmx-ext-ws", BASE_DIR / "node_modules" / "htmx-ext-ws" / "dist"),
+]
+WHITENOISE_USE_FINDERS = True
+STORAGES = {
+    "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
+    "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+}
+
+MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "media"))
+MEDIA_URL = "/media/"
+
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "matter-list"
+LOGOUT_REDIRECT_URL = "login"
+
+# Uploads: the limit is checked before anything is stored.
+UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
+FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+
+# Limits a document must stay within (DOCUMENT_TOO_COMPLEX beyond them).
+DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
+DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
+# Documents with fewer pages than this go to the high-priority queue.
+HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
+
+# Progress writes are throttled to one per job per this many seconds.
+PROGRESS_WRITE_INTERVAL = float(os.environ.get("PROGRESS_WRITE_INTERVAL", "0.5"))
+JOB_MAX_RETRIES = env_int("JOB_MAX_RETRIES", 3)
+RETRY_BACKOFF_BASE = float(os.environ.get("RETRY_BACKOFF_BASE", "5"))
+RETRY_BACKOFF_MAX = float(os.environ.get("RETRY_BACKOFF_MAX", "600"))
+STAGE_TIMEOUT = env_int("STAGE_TIMEOUT", 1800)
+
+# Tests (pytest sets PYTEST_VERSION) keep their queues, channels and files apart, so a
+# running `./dev run` on the same servers never picks up a test's work.
+TESTING = "PYTEST_VERSION" in os.environ
+REDIS_DB = env_int("REDIS_DB", 15 if TESTING else -1)
+if TESTING:
+    MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "test-media"))
+
+
+
+def with_redis_db(url: str, db: int) -> str:
+    """``url`` pointing at database ``db`` (for redis:// a path, for unix:// a query)."""
+    if db < 0:
+        return url
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        query = [(k, v) for k, v in parse_qsl(parts.query) if k != "db"] + [("db", str(db))]
+        return urlunsplit(parts._replace(query=urlencode(query)))
+    return urlunsplit(parts._replace(path=f"/{db}"))
+
+
+REDIS_URL = with_redis_db(REDIS_URL, REDIS_DB)
+RQ_QUEUES = {
+    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": STAGE_TIMEOUT}
+    for name in ("high", "default", "low")
+}
+RQ_SHOW_ADMIN_LINK = True
+
+CHANNEL_LAYERS = {
+    "default": {
+        "BACKEND": "channels_redis.core.RedisChannelLayer",
+        "CONFIG": {
+            "hosts": [REDIS_URL],
+        },
+    }
+}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s: %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": os.environ.get("LOG_LEVEL", "INFO")},
+    "loggers": {"django.db.backends": {"level": "WARNING"}},
+}
+
+NINJA_PAGINATION_MAX_LIMIT = 100

@@ -1,0 +1,1 @@
+"""The processing app: matters, documents, processing jobs and their pipeline."""

@@ -1,0 +1,59 @@
+"""Putting a job's current stage on an RQ queue.
+
+Called only from :mod:`processing.lifecycle`, after commit. A failure to reach
+Redis is logged, not raised: the job is safe in PostgreSQL, and recovery
+rebuilds missing queue entries from it.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from datetime import datetime
+
+import django_rq
+from django.conf import settings
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+RESULT_TTL = 24 * 3600
+FAILURE_TTL = 7 * 24 * 3600
+
+
+def rq_job_id(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> str:
+    """The RQ job id of one dispatch of one processing job."""
+    return f"stage-{job_id}-{dispatch_id}"
+
+
+def enqueue_stage(
+    job_id: uuid.UUID | str,
+    dispatch_id: uuid.UUID | str,
+    queue_name: str,
+    *,
+    at_front: bool = False,
+    when: datetime | None = None,
+) -> bool:
+    """Enqueue ``tasks.run_stage`` for this dispatch; False if Redis was unreachable."""
+    queue = django_rq.get_queue(queue_name)
+    options = {
+        "job_id": rq_job_id(job_id, dispatch_id),
+        "job_timeout": settings.STAGE_TIMEOUT,
+        "result_ttl": RESULT_TTL,
+        "failure_ttl": FAILURE_TTL,
+        "description": f"processing job {job_id}",
+    }
+    args = (str(job_id), str(dispatch_id))
+    try:
+        if when is not None:
+            queue.enqueue_at(when, "processing.tasks.run_stage", *args, **options)
+        else:
+            queue.enqueue("processing.tasks.run_stage", *args, at_front=at_front, **options)
+    except RedisError:
+        logger.warning(
+            "Could not enqueue job %s (dispatch %s) on %s: Redis unreachable; "
+            "recovery will re-enqueue it from the database.",
+            job_id, dispatch_id, queue_name, exc_info=True,
+        )
+        return False
+    return True

@@ -1,0 +1,837 @@
+"""Open a stored document and read its text one page at a time.
+
+Streaming rule: a reader holds the open document, not its text. A PDF page is
+loaded, its text extracted and the page and text page closed again inside one
+:meth:`DocumentReader.page_text` call, so a 5,000-page PDF costs the memory of
+one page; a plain-text file is read page by page from byte offsets found at
+open. DOCX and HTML have no page-level access in their parsers, so their text
+is extracted once at open (the parsed tree is dropped straight after).
+
+Empty-password rule: a PDF is encrypted *for us* only if it cannot be opened
+without a password. Many PDFs are encrypted with an empty user password and
+permission flags (dmca.pdf); every viewer opens them silently, and so must we.
+``is_encrypted`` is therefore never checked on its own: only a failed open
+with the empty password raises :class:`EncryptedDocument`.
+"""
+
+from __future__ import annotations
+
+import codecs
+import logging
+import re
+import zipfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
+
+import docx
+import lxml.etree
+import lxml.html
+import pypdf
+import pypdfium2
+from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+
+from processing.documents.detect import (
+    DOCX,
+    HTML,
+    PDF,
+    SNIFF_BYTES,
+    TEXT,
+    detect_text_encoding,
+)
+from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
+
+logger = logging.getLogger(__name__)
+
+__all__ = ["DocumentReader", "open_document"]
+
+
+def open_document(
+    path: Path | str,
+    content_type: str,
+    *,
+    max_pages: int = 5000,
+    max_text_bytes: int | None = None,
+) -> DocumentReader:
+    """Open ``path`` as ``content_type`` (one of PDF, DOCX, TEXT, HTML) for reading page by page.
+
+    Raises :class:`CorruptDocument`, :class:`EncryptedDocument` or
+    :class:`DocumentTooComplex` (over ``max_pages`` pages, or over
+    ``max_text_bytes`` of text or of uncompressed markup). ``OSError`` from a
+    missing or unreadable file is not the document's fault and is not caught.
+    """
+    path = Path(path)
+    path.stat()  # a missing file is a storage problem, not a corrupt document
+    budget = _TextBudget(max_text_bytes)
+    if content_type == PDF:
+        reader: DocumentReader = _open_pdf(path, max_pages, budget)
+    elif content_type == DOCX:
+        reader = _DocxReader(path, budget)
+    elif content_type == TEXT:
+        reader = _TextReader(path, budget)
+    elif content_type == HTML:
+        reader = _HtmlReader(path, budget)
+    else:
+        raise ValueError(f"no reader for content type {content_type!r}")
+    if reader.page_count > max_pages:
+        reader.close()
+        raise DocumentTooComplex(detail=f"{reader.page_count} pages; the limit is {max_pages}")
+    return reader
+
+
+class DocumentReader(ABC):
+    """An open document: ``page_count`` pages, read one at a time with :meth:`page_text`.
+
+    Use it as a context manager, or call :meth:`close`.
+    """
+
+    content_type: str
+    page_count: int
+
+    @abstractmethod
+    def page_text(self, index: int) -> str:
+        """The text of page ``index`` (0-based); empty for a page without a text layer."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the file, the parser and the text held; safe to call twice."""
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def _check_index(self, index: int) -> None:
+        if not 0 <= index < self.page_count:
+            raise IndexError(f"page {index} of a {self.page_count}-page document")
+
+
+class _TextBudget:
+    """Counts extracted text against ``max_text_bytes``, each page once."""
+
+    def __init__(self, limit: int | None) -> None:
+        self.limit = limit
+        self._counted: dict[int, int] = {}
+        self._total = 0
+
+    def charge_bytes(self, size: int) -> None:
+        """Fail if ``size`` bytes of input alone are over the limit."""
+        if self.limit is not None and size > self.limit:
+            raise DocumentTooComplex(detail=f"{size} bytes of text; the limit is {self.limit}")
+
+    def charge_page(self, index: int, text: str) -> str:
+        """Count a page's text (once) and return it; fail when the total is over the limit."""
+        if self.limit is not None and index not in self._counted:
+            size = len(text.encode("utf-8", "surrogatepass"))
+            self._counted[index] = size
+            self._total += size
+            if self._total > self.limit:
+                raise DocumentTooComplex(
+                    detail=f"over {self.limit} bytes of text by page {index + 1}"
+                )
+        return text
+
+
+def _clean(text: str) -> str:
+    """Normalise line ends and drop what no user wants and PostgreSQL cannot store (NUL)."""
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    if "\x00" in text:
+        text = text.replace("\x00", "")
+    return text
+
+
+# --- PDF -------------------------------------------------------------------------------
+
+_PASSWORD_ERRORS = {pypdfium2.raw.FPDF_ERR_PASSWORD, pypdfium2.raw.FPDF_ERR_SECURITY}
+
+
+def _open_pdf(path: Path, max_pages: int, budget: _TextBudget) -> DocumentReader:
+    """pdfium first (fast, streams, right on CJK); pypdf when pdfium cannot load the file."""
+    try:
+        pdf = pypdfium2.PdfDocument(str(path))
+    except pypdfium2.PdfiumError as error:
+        if error.err_code in _PASSWORD_ERRORS:
+            raise EncryptedDocument(detail=f"pdfium: {error}") from error
+        return _PypdfReader(path, budget, pdfium_error=str(error))
+    if len(pdf) == 0:
+        # pdfium loaded it but sees no page: let the tolerant reader look too.
+        pdf.close()
+        return _PypdfReader(path, budget, pdfium_error="no pages", pdfium_loaded=True)
+    return _PdfiumReader(pdf, budget)
+
+
+class _PdfiumReader(DocumentReader):
+    content_type = PDF
+
+    def __init__(self, pdf: pypdfium2.PdfDocument, budget: _TextBudget) -> None:
+        self._pdf: pypdfium2.PdfDocument | None = pdf
+        self._budget = budget
+        self.page_count = len(pdf)
+
+    def page_text(self, index: int) -> str:
+        self._check_index(index)
+        if self._pdf is None:
+            raise ValueError("the document is closed")
+        try:
+            page = self._pdf[index]
+        except pypdfium2.PdfiumError as error:
+            raise CorruptDocument(detail=f"page {index + 1}: {error}") from error
+        try:
+            textpage = page.get_textpage()
+            try:
+                text = textpage.get_text_range()
+            finally:
+                textpage.close()
+        finally:
+            page.close()
+        # U+FFFE is pdfium's mark for a hyphen that broke a word at a line end.
+        return self._budget.charge_page(index, _clean(text).replace("\ufffe", ""))
+
+    def close(self) -> None:
+        if self._pdf is not None:
+            self._pdf.close()
+            self._pdf = None
+
+
+class _PypdfReader(DocumentReader):
+    """The tolerant fallback for files pdfium refuses (it rebuilds broken xref tables).
+
+    pypdf reads the whole file into memory; that is acceptable for the rare file
+    that needs it, and uploads are size-limited.
+    """
+
+    content_type = PDF
+
+    def __init__(
+        self, path: Path, budget: _TextBudget, *, pdfium_error: str, pdfium_loaded: bool = False
+    ) -> None:
+        self._budget = budget
+        try:
+            reader = pypdf.PdfReader(path, strict=False)
+            if reader.is_encrypted and not reader.decrypt(""):
+                raise EncryptedDocument(detail=f"pdfium: {pdfium_error}; pypdf: needs a password")
+            self.page_count = len(reader.pages)
+            declares_no_pages = self.page_count == 0 and _declares_no_pages(reader)
+        except (EncryptedDocument, OSError, MemoryError):
+            raise
+        except (FileNotDecryptedError, DependencyError) as error:
+            raise EncryptedDocument(detail=f"pdfium: {pdfium_error}; pypdf: {error}") from error
+        except Exception as error:  # pypdf raises all sorts on broken files
+            raise CorruptDocument(detail=f"pdfium: {pdfium_error}; pypdf: {error!r}") from error
+        if self.page_count == 0 and not (declares_no_pages or pdfium_loaded):
+            # A damaged file where pypdf found no page tree: not an empty document.
+            raise CorruptDocument(detail=f"pdfium: {pdfium_error}; pypdf: no page tree")
+        self._reader: pypdf.PdfReader | None = reader
+        logger.info("pdfium could not load %s (%s); read with pypdf", path.name, pdfium_error)
+
+    def page_text(self, index: int) -> str:
+        self._check_index(index)
+        if self._reader is None:
+            raise ValueError("the document is closed")
+        try:
+            text = self._reader.pages[index].extract_text()
+        except (OSError, MemoryError):
+            raise
+        except Exception as error:
+            raise CorruptDocument(detail=f"page {index + 1}: {error!r}") from error
+        return self._budget.charge_page(index, _clean(text))
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+
+def _declares_no_pages(reader: pypdf.PdfReader) -> bool:
+    """True when the catalog's page tree says, in so many words, that there are no pages."""
+    try:
+        pages = reader.trailer["/Root"]["/Pages"]
+        return int(pages.get("/Count", -1)) == 0 and not pages.get("/Kids")
+    except (KeyError, TypeError, ValueError, AttributeError, PdfReadError):
+        return False
+
+
+# --- DOCX ------------------------------------------------------------------------------
+
+_W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
+_R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
+_MC_FALLBACK = "{http://schemas.openxmlformats.org/markup-compatibility/2006}Fallback"
+_P, _TBL, _TR, _TC, _SDT, _SDT_CONTENT = (
+    f"{_W}p",
+    f"{_W}tbl",
+    f"{_W}tr",
+    f"{_W}tc",
+    f"{_W}sdt",
+    f"{_W}sdtContent",
+)
+_WRAPPERS = {_SDT, _SDT_CONTENT, f"{_W}customXml", f"{_W}smartTag"}
+# Properties, deleted or moved-away text, field instructions and the
+# duplicate fallback of alternate content: none of it is text the reader sees.
+_SKIPPED = {
+    f"{_W}pPr",
+    f"{_W}rPr",
+    f"{_W}sdtPr",
+    f"{_W}sectPr",
+    f"{_W}tblPr",
+    f"{_W}trPr",
+    f"{_W}tcPr",
+    f"{_W}del",
+    f"{_W}moveFrom",
+    f"{_W}delText",
+    f"{_W}instrText",
+    f"{_W}delInstrText",
+    f"{_W}fldData",
+    _MC_FALLBACK,
+}
+_NEW_PAGE_SECTIONS = {"nextPage", "oddPage", "evenPage"}
+_FALSE = {"0", "false", "off"}
+
+
+class _DocxReader(DocumentReader):
+    """Pages end at explicit page breaks, paragraphs with page-break-before, and
+    sections that start on a new page. Word's own page count (docProps/app.xml)
+    is a leftover of its last layout and is never used.
+    """
+
+    content_type = DOCX
+
+    def __init__(self, path: Path, budget: _TextBudget) -> None:
+        _check_zip_size(path, budget)
+        try:
+            document = docx.Document(str(path))
+            pages = _DocxPaginator(document).pages()
+        except (OSError, MemoryError):
+            raise
+        except Exception as error:  # PackageNotFoundError, BadZipFile, KeyError, XMLSyntaxError…
+            raise CorruptDocument(detail=f"python-docx: {error!r}") from error
+        self._pages = [budget.charge_page(i, text) for i, text in enumerate(pages)]
+        self.page_count = len(self._pages)
+
+    def page_text(self, index: int) -> str:
+        self._check_index(index)
+        return self._pages[index]
+
+    def close(self) -> None:
+        self._pages = []
+
+
+def _check_zip_size(path: Path, budget: _TextBudget) -> None:
+    """Refuse a DOCX whose XML would inflate past the text limit (a zip bomb) before parsing it."""
+    if budget.limit is None:
+        return
+    try:
+        with zipfile.ZipFile(path) as archive:
+            size = sum(
+                info.file_size
+                for info in archive.infolist()
+                if info.filename.endswith((".xml", ".rels"))
+            )
+    except (zipfile.BadZipFile, EOFError, ValueError) as error:
+        raise CorruptDocument(detail=f"zip: {error}") from error
+    budget.charge_bytes(size)
+
+
+class _DocxPaginator:
+    """Walks a DOCX body in document order and cuts it into pages of text."""
+
+    def __init__(self, document: Any) -> None:
+        self._document = document
+        self._body = document.element.body
+        # Each section's properties sit in its last paragraph; the last section's in the body.
+        ends = (p.find(f"{_W}pPr/{_W}sectPr") for p in _children(self._body, _P))
+        self._sections = [end for end in ends if end is not None]
+        self._sections.extend(self._body.iterfind(f"{_W}sectPr"))
+        self._section = 0
+        self._pages: list[list[str]] = [[]]
+        self._page_has_body = False
+        self._seen_headers_footers: set[str] = set()
+        self._break_before_styles, self._default_style = _page_break_styles(document)
+
+    def pages(self) -> list[str]:
+        """The text of each page, trailing blank pages dropped, at least one page."""
+        self._headers_footers("header")
+        self._blocks(self._body)
+        self._headers_footers("footer")
+        texts = [_tidy_lines("\n".join(lines)) for lines in self._pages]
+        while len(texts) > 1 and not texts[-1].strip():
+            texts.pop()
+        return texts
+
+    def _emit(self, text: str, *, body: bool = True) -> None:
+        self._pages[-1].append(text)
+        self._page_has_body = self._page_has_body or body
+
+    def _new_page(self, *, even_if_empty: bool) -> None:
+        """Start a page; a page-break-before or a section start on a fresh page adds none."""
+        if even_if_empty or self._page_has_body:
+            self._pages.append([])
+            self._page_has_body = False
+
+    def _blocks(self, container: Any) -> None:
+        for child in container:
+            tag = child.tag
+            if tag == _P:
+                self._paragraph(child)
+            elif tag == _TBL:
+                self._emit(self._table(child))
+            elif tag in _WRAPPERS:
+                self._blocks(child)
+
+    def _paragraph(self, paragraph: Any) -> None:
+        if self._breaks_before(paragraph):
+            self._new_page(even_if_empty=False)
+        parts: list[str] = []
+        self._inline(paragraph, parts, paginate=True)
+        self._emit("".join(parts))
+        section_end = paragraph.find(f"{_W}pPr/{_W}sectPr")
+        if section_end is not None:
+            self._end_section()
+
+    def _end_section(self) -> None:
+        self._headers_footers("footer")
+        self._section += 1
+        if self._section < len(self._sections):
+            kind = self._sections[self._section].find(f"{_W}type")
+            start = "nextPage" if kind is None else kind.get(f"{_W}val", "nextPage")
+            if start in _NEW_PAGE_SECTIONS:
+                self._new_page(even_if_empty=False)
+            self._headers_footers("header")
+
+    def _inline(self, element: Any, parts: list[str], *, paginate: bool) -> None:
+        for child in element:
+            tag = child.tag
+            if not isinstance(tag, str) or tag in _SKIPPED:
+                continue
+            if tag == f"{_W}t":
+                parts.append(child.text or "")
+            elif tag in (f"{_W}tab", f"{_W}ptab"):
+                parts.append("\t")
+            elif tag == f"{_W}br":
+                if child.get(f"{_W}type") == "page" and paginate:
+                    self._emit("".join(parts))
+                    parts.clear()
+                    self._new_page(even_if_empty=True)
+                else:
+                    parts.append("\n")
+            elif tag == f"{_W}cr":
+                parts.append("\n")
+            elif tag == f"{_W}noBreakHyphen":
+                parts.append("-")
+            elif tag == f"{_W}txbxContent":  # a text box: its paragraphs on their own lines
+                parts.append("\n" + self._story_text(child) + "\n")
+            else:
+                self._inline(child, parts, paginate=paginate)
+
+    def _table(self, table: Any) -> str:
+        rows = []
+        for row in _children(table, _TR):
+            cells = [self._story_text(cell) for cell in _children(row, _TC)]
+            rows.append("\t".join(" ".join(cell.split("\n")) for cell in cells))
+        return "\n".join(rows)
+
+    def _story_text(self, container: Any) -> str:
+        """Text of paragraphs and tables in a cell, text box, header or footer (no paging)."""
+        lines = []
+        for child in _children(container, _P, _TBL):
+            if child.tag == _TBL:
+                lines.append(self._table(child))
+            else:
+                parts: list[str] = []
+                self._inline(child, parts, paginate=False)
+                lines.append("".join(parts))
+        return "\n".join(lines).strip("\n")
+
+    def _breaks_before(self, paragraph: Any) -> bool:
+        properties = paragraph.find(f"{_W}pPr")
+        style = self._default_style
+        if properties is not None:
+            flag = properties.find(f"{_W}pageBreakBefore")
+            if flag is not None:
+                return flag.get(f"{_W}val", "true") not in _FALSE
+            style_ref = properties.find(f"{_W}pStyle")
+            if style_ref is not None:
+                style = style_ref.get(f"{_W}val")
+        return style in self._break_before_styles
+
+    def _headers_footers(self, kind: str) -> None:
+        """Emit this section's headers (or footers) whose text has not appeared before."""
+        if self._section >= len(self._sections):
+            return
+        related = self._document.part.related_parts
+        for reference in self._sections[self._section].iterfind(f"{_W}{kind}Reference"):
+            part = related.get(reference.get(f"{_R}id"))
+            if part is None or not hasattr(part, "element"):
+                continue
+            text = _tidy_lines(self._story_text(part.element))
+            if text.strip() and text not in self._seen_headers_footers:
+                self._seen_headers_footers.add(text)
+                self._emit(text, body=False)
+
+
+def _children(element: Any, *tags: str) -> list[Any]:
+    """Direct children with one of ``tags``, looking through content controls and custom XML."""
+    found = []
+    for child in element:
+        if child.tag in tags:
+            found.append(child)
+        elif child.tag in _WRAPPERS:
+            found.extend(_children(child, *tags))
+    return found
+
+
+def _page_break_styles(document: Any) -> tuple[set[str], str | None]:
+    """Paragraph style ids that start a new page (directly or through basedOn), and the default."""
+    try:
+        styles = document.styles.element
+    except (KeyError, AttributeError):
+        return set(), None
+    own: dict[str, bool | None] = {}
+    based_on: dict[str, str] = {}
+    default = None
+    for style in styles.iterfind(f"{_W}style"):
+        if style.get(f"{_W}type") != "paragraph":
+            continue
+        style_id = style.get(f"{_W}styleId")
+        if style.get(f"{_W}default") in ("1", "true", "on"):
+            default = style_id
+        flag = style.find(f"{_W}pPr/{_W}pageBreakBefore")
+        own[style_id] = None if flag is None else flag.get(f"{_W}val", "true") not in _FALSE
+        parent = style.find(f"{_W}basedOn")
+        if parent is not None:
+            based_on[style_id] = parent.get(f"{_W}val")
+    breaking = set()
+    for style_id in own:
+        current: str | None = style_id
+        for _ in range(20):  # basedOn chains are short; a cycle must not hang us
+            if current is None or own.get(current) is not None:
+                break
+            current = based_on.get(current)
+        if current is not None and own.get(current):
+            breaking.add(style_id)
+    return breaking, default
+
+
+def _tidy_lines(text: str) -> str:
+    """Trailing spaces off each line, at most one blank line in a row, no blank edges."""
+    lines = [line.rstrip() for line in text.split("\n")]
+    return _BLANK_RUNS.sub("\n\n", "\n".join(lines)).strip("\n")
+
+
+_BLANK_RUNS = re.compile(r"\n{3,}")
+
+
+# --- Plain text ------------------------------------------------------------------------
+
+_CHUNK = 1024 * 1024
+
+
+class _TextReader(DocumentReader):
+    """Pages are separated by form feeds; their byte offsets are found at open."""
+
+    content_type = TEXT
+
+    def __init__(self, path: Path, budget: _TextBudget) -> None:
+        self._budget = budget
+        self._file = open(path, "rb")  # noqa: SIM115 - held open until close()
+        try:
+            size = path.stat().st_size
+            budget.charge_bytes(size)
+            head = self._file.read(SNIFF_BYTES)
+            encoding, start = _text_codec(head)
+            self.encoding = self._validated(encoding, start)
+            self._pages = _page_offsets(self._file, self.encoding, start, size)
+        except BaseException:
+            self._file.close()
+            raise
+        self.page_count = len(self._pages)
+
+    def _validated(self, encoding: str, start: int) -> str:
+        """The encoding, re-detected if a later part of the file does not decode in it.
+
+        Detection sees only the head; an English file with one accented word past
+        it may be Latin-1 rather than the UTF-8 the head suggested.
+        """
+        position = _first_decode_error(self._file, encoding, start)
+        if position is None:
+            return encoding
+        if _unit(encoding) == 1:
+            self._file.seek(max(start, position - SNIFF_BYTES // 2))
+            window = self._file.read(SNIFF_BYTES)
+            retry = detect_text_encoding(window.split(b"\n", 1)[-1].rsplit(b"\n", 1)[0])
+            if retry and _first_decode_error(self._file, _codec_name(retry), start) is None:
+                return _codec_name(retry)
+        logger.info("text does not decode cleanly as %s; bad bytes are replaced", encoding)
+        return encoding
+
+    def page_text(self, index: int) -> str:
+        self._check_index(index)
+        begin, end = self._pages[index]
+        self._file.seek(begin)
+        text = self._file.read(end - begin).decode(self.encoding, errors="replace")
+        return self._budget.charge_page(index, _clean(text))
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def _codec_name(encoding: str) -> str:
+    return codecs.lookup(encoding).name.replace("-", "_")
+
+
+def _text_codec(head: bytes) -> tuple[str, int]:
+    """(codec without BOM handling, offset where the text starts) for a text file's head."""
+    encoding = detect_text_encoding(head) or "utf-8"
+    name = _codec_name(encoding)
+    if name == "utf_8_sig":
+        return "utf_8", len(codecs.BOM_UTF8)
+    if name in ("utf_16", "utf_32"):  # detection says so only when there is a BOM
+        little = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF32_LE))
+        if name == "utf_32":
+            little = head.startswith(codecs.BOM_UTF32_LE)
+        return f"{name}_{'le' if little else 'be'}", 4 if name == "utf_32" else 2
+    if name == "ascii":
+        return "utf_8", 0
+    return name, 0
+
+
+def _unit(encoding: str) -> int:
+    return 4 if encoding.startswith("utf_32") else 2 if encoding.startswith("utf_16") else 1
+
+
+def _first_decode_error(file: Any, encoding: str, start: int) -> int | None:
+    """Byte offset of the first byte that does not decode, or None if the whole file does."""
+    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
+    file.seek(start)
+    offset = start
+    while True:
+        chunk = file.read(_CHUNK)
+        try:
+            decoder.decode(chunk, final=not chunk)
+        except UnicodeDecodeError as error:
+            return offset + max(error.start, 0)
+        if not chunk:
+            return None
+        offset += len(chunk)
+
+
+def _page_offsets(file: Any, encoding: str, start: int, size: int) -> list[tuple[int, int]]:
+    """(begin, end) byte ranges of the pages, split at form feeds in the encoded stream.
+
+    In every ASCII-compatible encoding we detect, byte 0x0C is only ever a form
+    feed (multi-byte trail bytes are 0x30 and above); in UTF-16/32 it must also
+    sit on a code-unit boundary.
+    """
+    separator = "\f".encode(encoding)
+    unit = _unit(encoding)
+    pages = []
+    begin = start
+    file.seek(start)
+    offset = start
+    tail = b""
+    while chunk := file.read(_CHUNK):
+        data = tail + chunk
+        base = offset - len(tail)
+        position = data.find(separator)
+        while position != -1:
+            absolute = base + position
+            if (absolute - start) % unit == 0 and absolute >= begin:
+                pages.append((begin, absolute))
+                begin = absolute + len(separator)
+            position = data.find(separator, position + 1)
+        keep = len(separator) - 1
+        tail = data[-keep:] if keep else b""
+        offset += len(chunk)
+    pages.append((begin, size))
+    last_begin, last_end = pages[-1]
+    if len(pages) > 1 and last_end - last_begin < 4096:  # a final form feed starts no page
+        file.seek(last_begin)
+        if not file.read(last_end - last_begin).decode(encoding, "replace").strip():
+            pages.pop()
+    return pages
+
+
+# --- HTML ------------------------------------------------------------------------------
+
+_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
+_XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
+_HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
+_INVISIBLE = {
+    "script",
+    "style",
+    "noscript",
+    "template",
+    "head",
+    "title",
+    "iframe",
+    "object",
+    "embed",
+    "svg",
+    "math",
+    "canvas",
+    "datalist",
+    "select",
+}
+_BLOCKS = {
+    "address",
+    "article",
+    "aside",
+    "blockquote",
+    "caption",
+    "center",
+    "dd",
+    "details",
+    "dialog",
+    "div",
+    "dl",
+    "dt",
+    "fieldset",
+    "figcaption",
+    "figure",
+    "footer",
+    "form",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "header",
+    "hr",
+    "legend",
+    "li",
+    "main",
+    "nav",
+    "ol",
+    "p",
+    "pre",
+    "section",
+    "summary",
+    "table",
+    "tbody",
+    "tfoot",
+    "thead",
+    "tr",
+    "ul",
+}
+_CELLS = {"td", "th"}
+
+
+class _HtmlReader(DocumentReader):
+    """The visible text of an HTML file, as one page."""
+
+    content_type = HTML
+    page_count = 1
+
+    def __init__(self, path: Path, budget: _TextBudget) -> None:
+        budget.charge_bytes(path.stat().st_size)
+        data = path.read_bytes()
+        self.encoding = _html_encoding(data)
+        text = data.decode(self.encoding, errors="replace")
+        self._text = budget.charge_page(0, _visible_text(_clean(text)))
+
+    def page_text(self, index: int) -> str:
+        self._check_index(index)
+        return self._text
+
+    def close(self) -> None:
+        self._text = ""
+
+
+def _html_encoding(data: bytes) -> str:
+    """BOM, then a ``<meta charset>`` that actually decodes the file, then detection."""
+    for bom, name in (
+        (codecs.BOM_UTF8, "utf_8_sig"),
+        (codecs.BOM_UTF16_LE, "utf_16"),
+        (codecs.BOM_UTF16_BE, "utf_16"),
+    ):
+        if data.startswith(bom):
+            return name
+    declared = _META_CHARSET.search(data[:4096])
+    if declared:
+        try:
+            name = _codec_name(declared.group(1).decode("ascii"))
+        except LookupError:
+            name = ""
+        # As browsers do: a meta tag cannot make ASCII-compatible bytes UTF-16, and
+        # "ISO-8859-1" / "ASCII" pages are really windows-1252.
+        name = {"latin_1": "cp1252", "iso8859_1": "cp1252", "ascii": "cp1252"}.get(name, name)
+        if name.startswith(("utf_16", "utf_32")):
+            name = "utf_8"
+        if name:
+            try:
+                data.decode(name)
+            except UnicodeDecodeError:
+                pass  # the declaration is wrong (it often is): detect instead
+            else:
+                return name
+    return _codec_name(detect_text_encoding(data[:SNIFF_BYTES]) or "utf-8")
+
+
+def _visible_text(markup: str) -> str:
+    """What a browser shows: no scripts, styles or head; blocks and rows on their own lines."""
+    markup = _XML_DECLARATION.sub("", markup, count=1)
+    if not markup.strip():
+        return ""
+    parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True)
+    try:
+        root = lxml.html.document_fromstring(markup, parser=parser)
+    except (lxml.etree.ParserError, ValueError):
+        return ""
+    parts: list[str] = []
+    preformatted = 0
+    walker = lxml.etree.iterwalk(root, events=("start", "end"))
+    for event, element in walker:
+        tag = element.tag.lower() if isinstance(element.tag, str) else ""
+        if event == "start":
+            if tag in _INVISIBLE or _is_hidden(element):
+                walker.skip_subtree()
+                continue
+            if tag in _BLOCKS or tag == "br":
+                parts.append("\n")
+            if tag == "pre":
+                preformatted += 1
+            if element.text:
+                parts.append(element.text if preformatted else _collapse(element.text))
+        else:
+            if tag in _INVISIBLE or _is_hidden(element):
+                pass
+            elif tag in _BLOCKS:
+                parts.append("\n")
+                if tag == "pre":
+                    preformatted -= 1
+            elif tag in _CELLS:
+                parts.append("\t")
+            if element.tail:
+                parts.append(element.tail if preformatted else _collapse(element.tail))
+    return _tidy_html_lines("".join(parts))
+
+
+def _is_hidden(element: Any) -> bool:
+    if element.get("hidden") is not None:
+        return True
+    style = element.get("style")
+    return bool(style and _HIDDEN_STYLE.search(style))
+
+
+_WHITESPACE = re.compile(r"\s+")
+
+
+def _collapse(text: str) -> str:
+    return _WHITESPACE.sub(" ", text)
+
+
+def _tidy_html_lines(text: str) -> str:
+    """Cells joined by single tabs, no spaces at line edges, at most one blank line."""
+    lines = (_CELL_GAP.sub("\t", line).strip(" \t") for line in text.split("\n"))
+    return _tidy_lines("\n".join(lines))
+
+
+_CELL_GAP = re.compile(r" *\t[ \t]*")

@@ -1,0 +1,491 @@
+"""The only code that changes a job's status, progress counters, retries or error.
+
+Every transition follows the same steps: lock the job row, check the move
+against :mod:`processing.states`, write the job (status and its timestamp in
+one update), its stage run and an :class:`AuditEvent`, and register the side
+effects (enqueueing the next RQ job) with ``transaction.on_commit`` so that
+nothing is enqueued that the database does not hold.
+
+Transitions, and who calls them:
+
+=====================  ===========================  ==============================
+function               job status                   called by
+=====================  ===========================  ==============================
+``create_job``         (new) -> QUEUED              upload (view, API)
+``begin_stage``        QUEUED -> PROCESSING         worker, before a stage runs
+``record_progress``    PROCESSING (counters only)   stage context, throttled
+``complete_stage``     PROCESSING -> PROCESSING     worker: next stage enqueued
+                       PROCESSING -> COMPLETED      worker: last stage done
+``fail_stage``         PROCESSING -> QUEUED         transient error, retries left
+                       PROCESSING -> FAILED         permanent error, or none left
+``stop_stage``         (stage run only)             worker, when a stage saw a cancel
+``retry``              FAILED -> QUEUED             person; resumes the failed stage
+``skip``               FAILED -> SKIPPED            person
+``cancel``             QUEUED|PROCESSING -> CANCEL  person
+``prioritize``         QUEUED (queue only)          person
+=====================  ===========================  ==============================
+
+Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
+issues a new one, so a stale or duplicated queue entry finds a different token
+and does nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import uuid
+from datetime import timedelta
+from typing import Any
+
+from django.conf import settings
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.db import transaction
+from django.db.models import Min
+from django.utils import timezone
+
+from processing import dispatch
+from processing.errors import StageError
+from processing.models import (
+    AuditEvent,
+    Document,
+    ProcessingJob,
+    ProcessingState,
+    StageRun,
+)
+from processing.pipeline import DOCUMENT_PROCESSING, get_pipeline
+from processing.states import (
+    InvalidTransition,
+    JobStatus,
+    StageStatus,
+    check_job_transition,
+    check_stage_transition,
+)
+
+logger = logging.getLogger(__name__)
+
+Actor = AbstractBaseUser | AnonymousUser | None
+
+__all__ = [
+    "InvalidTransition",
+    "begin_stage",
+    "cancel",
+    "complete_stage",
+    "create_job",
+    "fail_stage",
+    "prioritize",
+    "record_progress",
+    "retry",
+    "skip",
+    "still_running",
+    "stop_stage",
+]
+
+
+# --- helpers -------------------------------------------------------------------------
+
+
+def _actor(by: Actor) -> Any:
+    return by if by is not None and getattr(by, "is_authenticated", False) else None
+
+
+def _audit(
+    job: ProcessingJob, action: str, by: Actor, *, from_status: str = "", **details: Any
+) -> None:
+    AuditEvent.objects.create(
+        matter_id=job.matter_id,
+        job=job,
+        actor=_actor(by),
+        action=action,
+        from_status=from_status,
+        to_status=job.status,
+        details=details,
+    )
+
+
+def _locked(job_id: uuid.UUID | str) -> ProcessingJob:
+    return ProcessingJob.objects.select_for_update().get(pk=job_id)
+
+
+def _set_status(job: ProcessingJob, target: str) -> str:
+    """Check and apply a status change; returns the old status."""
+    current = job.status
+    check_job_transition(current, target)
+    job.status = target
+    return current
+
+
+def _stage_progress(job: ProcessingJob, done: int, total: int) -> int:
+    """Whole-job percentage for ``done`` of ``total`` items of the current stage.
+
+    A stage with no items counts as one item; the figure never goes backwards
+    within an attempt.
+    """
+    fraction = 1.0 if total <= 0 and done > 0 else (min(done, total) / total if total > 0 else 0.0)
+    value = int(100 * ((job.stage_index - 1) + fraction) / max(job.total_stages, 1))
+    return max(job.progress, min(value, 99 if job.status != JobStatus.COMPLETED else 100))
+
+
+def _queue_for(document: Document, priority: str) -> str:
+    if priority == "high":
+        return "high"
+    if priority == "low":
+        return "low"
+    pages = document.page_count
+    if pages is not None:
+        return "high" if pages < settings.HIGH_QUEUE_MAX_PAGES else "default"
+    # Page count unknown (the file did not open at upload): a small file is a small job.
+    return "high" if document.size < 5 * 1024 * 1024 else "default"
+
+
+def _dispatch(job: ProcessingJob, *, at_front: bool = False, when: Any = None) -> None:
+    """Give the job a new dispatch token and enqueue its current stage after commit."""
+    job.dispatch_id = uuid.uuid4()
+    job_id, token, queue = job.id, job.dispatch_id, job.queue_name
+    transaction.on_commit(
+        lambda: dispatch.enqueue_stage(job_id, token, queue, at_front=at_front, when=when)
+    )
+
+
+def _save(job: ProcessingJob, *fields: str) -> None:
+    job.updated_at = timezone.now()
+    job.save(update_fields=[*fields, "updated_at"])
+
+
+# --- creation ------------------------------------------------------------------------
+
+
+def create_job(
+    document: Document,
+    *,
+    by: Actor = None,
+    job_type: str = DOCUMENT_PROCESSING,
+    priority: str = "default",
+    max_retries: int | None = None,
+) -> ProcessingJob:
+    """Create a QUEUED job for ``document`` and enqueue its first stage after commit."""
+    pipeline = get_pipeline(job_type)
+    with transaction.atomic():
+        now = timezone.now()
+        job = ProcessingJob(
+            matter_id=document.matter_id,
+            document=document,
+            job_type=job_type,
+            status=JobStatus.QUEUED,
+            current_stage=pipeline.stages[0].name,
+            stage_index=1,
+            total_stages=len(pipeline.stages),
+            max_retries=settings.JOB_MAX_RETRIES if max_retries is None else max_retries,
+            priority=priority,
+            queue_name=_queue_for(document, priority),
+            created_by=_actor(by),
+            created_at=now,
+            enqueued_at=now,
+            updated_at=now,
+        )
+        _dispatch(job)
+        job.save(force_insert=True)
+        _audit(job, "created", by, queue=job.queue_name)
+    return job
+
+
+# --- the worker's side -----------------------------------------------------------------
+
+
+def begin_stage(
+    job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, *, worker: str = ""
+) -> tuple[ProcessingJob, StageRun] | None:
+    """Mark the job's current stage as started; None if this queue entry is stale.
+
+    A queue entry is stale when the job was cancelled, retried, prioritised or
+    already moved on since it was enqueued: its token no longer matches.
+    """
+    with transaction.atomic():
+        try:
+            job = _locked(job_id)
+        except ProcessingJob.DoesNotExist:
+            return None
+        if str(job.dispatch_id) != str(dispatch_id) or job.status not in (
+            JobStatus.QUEUED,
+            JobStatus.PROCESSING,
+        ):
+            return None
+        now = timezone.now()
+        fields = ["stage_started_at", "items_done", "items_total", "next_attempt_at"]
+        if job.status == JobStatus.QUEUED:
+            previous = _set_status(job, JobStatus.PROCESSING)
+            fields.append("status")
+            if job.started_at is None:
+                job.started_at = now
+                fields.append("started_at")
+            _audit(job, "started", None, from_status=previous, stage=job.current_stage)
+        job.stage_started_at = now
+        job.items_done = job.items_total = 0
+        job.next_attempt_at = None
+        _save(job, *fields)
+        attempt = (
+            StageRun.objects.filter(job=job, stage=job.current_stage).count() + 1
+        )
+        stage_run = StageRun.objects.create(
+            job=job,
+            stage=job.current_stage,
+            stage_index=job.stage_index,
+            attempt=attempt,
+            status=StageStatus.IN_PROGRESS,
+            worker=worker[:200],
+            started_at=now,
+        )
+    return job, stage_run
+
+
+def record_progress(
+    job_id: uuid.UUID | str,
+    stage_run_id: int,
+    dispatch_id: uuid.UUID | str,
+    *,
+    done: int,
+    total: int,
+) -> bool:
+    """Store the current stage's counters; False if the job is no longer ours to run.
+
+    No row lock: one conditional UPDATE, so a cancel that committed first wins
+    and the stage learns of it from the return value.
+    """
+    job = ProcessingJob.objects.only("progress", "stage_index", "total_stages", "status").get(
+        pk=job_id
+    )
+    progress = _stage_progress(job, done, total)
+    now = timezone.now()
+    updated = ProcessingJob.objects.filter(
+        pk=job_id, status=JobStatus.PROCESSING, dispatch_id=dispatch_id
+    ).update(
+        items_done=done,
+        items_total=total,
+        progress=progress,
+        updated_at=now,
+    )
+    if updated:
+        StageRun.objects.filter(pk=stage_run_id).update(items_done=done, items_total=total)
+    return bool(updated)
+
+
+def still_running(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> bool:
+    """True while the job is PROCESSING under this dispatch token."""
+    return ProcessingJob.objects.filter(
+        pk=job_id, status=JobStatus.PROCESSING, dispatch_id=dispatch_id
+    ).exists()
+
+
+def _end_stage_run(
+    stage_run: StageRun, target: str, *, done: int, total: int, error: StageError | None = None,
+    detail: str = "",
+) -> None:
+    check_stage_transition(stage_run.status, target)
+    stage_run.status = target
+    stage_run.items_done, stage_run.items_total = done, total
+    stage_run.finished_at = timezone.now()
+    fields = ["status", "items_done", "items_total", "finished_at"]
+    if error is not None:
+        stage_run.error_code, stage_run.error_message = error.code, error.message
+        stage_run.error_detail = detail
+        fields += ["error_code", "error_message", "error_detail"]
+    stage_run.save(update_fields=fields)
+
+
+def complete_stage(
+    job_id: uuid.UUID | str,
+    stage_run_id: int,
+    dispatch_id: uuid.UUID | str,
+    *,
+    done: int,
+    total: int,
+) -> ProcessingJob | None:
+    """Record a finished stage and move on: enqueue the next stage, or complete the job.
+
+    Returns None (and only closes the stage run) when the job was cancelled or
+    taken over while the stage ran.
+    """
+    with transaction.atomic():
+        job = _locked(job_id)
+        stage_run = StageRun.objects.select_for_update().get(pk=stage_run_id)
+        if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.PROCESSING:
+            _end_stage_run(stage_run, StageStatus.SKIPPED, done=done, total=total)
+            return None
+        _end_stage_run(stage_run, StageStatus.COMPLETED, done=done, total=total)
+        pipeline = get_pipeline(job.job_type)
+        following = pipeline.next_after(job.current_stage)
+        job.items_done, job.items_total = done, total
+        if job.error_code:
+            # A retry got through: the earlier error is history (kept in the stage runs).
+            job.error = job.error_code = None
+            job.error_detail = ""
+        if following is None:
+            previous = _set_status(job, JobStatus.COMPLETED)
+            now = timezone.now()
+            job.progress, job.completed_at, job.finished_at = 100, now, now
+            _save(
+                job, "status", "progress", "completed_at", "finished_at", "items_done",
+                "items_total", "error", "error_code", "error_detail",
+            )
+            Document.objects.filter(pk=job.document_id).update(
+                processing_state=ProcessingState.PROCESSED
+            )
+            _audit(job, "completed", None, from_status=previous)
+        else:
+            job.progress = _stage_progress(job, 1, 1)
+            job.current_stage = following.name
+            job.stage_index = pipeline.index_of(following.name)
+            job.items_done = job.items_total = 0
+            _dispatch(job)
+            _save(
+                job, "progress", "current_stage", "stage_index", "items_done", "items_total",
+                "dispatch_id", "error", "error_code", "error_detail",
+            )
+    return job
+
+
+def backoff_seconds(auto_retries: int) -> float:
+    """Delay before automatic retry number ``auto_retries`` (1-based): exponential, jittered."""
+    base = settings.RETRY_BACKOFF_BASE * (2 ** max(auto_retries - 1, 0))
+    return min(settings.RETRY_BACKOFF_MAX, base) * random.uniform(0.5, 1.0)
+
+
+def fail_stage(
+    job_id: uuid.UUID | str,
+    stage_run_id: int,
+    dispatch_id: uuid.UUID | str,
+    error: StageError,
+    *,
+    detail: str = "",
+    done: int = 0,
+    total: int = 0,
+) -> ProcessingJob | None:
+    """Record a failed stage: retry later (transient, retries left) or fail the job.
+
+    ``detail`` (a traceback) is kept for staff; users see ``error.message``.
+    """
+    with transaction.atomic():
+        job = _locked(job_id)
+        stage_run = StageRun.objects.select_for_update().get(pk=stage_run_id)
+        if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.PROCESSING:
+            _end_stage_run(stage_run, StageStatus.SKIPPED, done=done, total=total)
+            return None
+        _end_stage_run(
+            stage_run, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
+        )
+        job.error, job.error_code, job.error_detail = error.message, error.code, detail
+        job.items_done, job.items_total = done, total
+        if not error.permanent and job.auto_retries < job.max_retries:
+            previous = _set_status(job, JobStatus.QUEUED)
+            job.auto_retries += 1
+            job.retry_count += 1
+            delay = backoff_seconds(job.auto_retries)
+            job.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+            job.enqueued_at = job.next_attempt_at
+            _dispatch(job, when=job.next_attempt_at)
+            _save(
+                job, "status", "error", "error_code", "error_detail", "items_done",
+                "items_total", "auto_retries", "retry_count", "next_attempt_at", "enqueued_at",
+                "dispatch_id",
+            )
+            _audit(
+                job, "retry_scheduled", None, from_status=previous, error_code=error.code,
+                delay_seconds=round(delay, 1), attempt=job.auto_retries,
+            )
+        else:
+            previous = _set_status(job, JobStatus.FAILED)
+            job.finished_at = timezone.now()
+            _save(
+                job, "status", "error", "error_code", "error_detail", "items_done",
+                "items_total", "finished_at",
+            )
+            _audit(job, "failed", None, from_status=previous, error_code=error.code)
+    return job
+
+
+def stop_stage(stage_run_id: int, *, done: int, total: int) -> None:
+    """Close a stage run that stopped because its job was cancelled."""
+    with transaction.atomic():
+        stage_run = StageRun.objects.select_for_update().get(pk=stage_run_id)
+        if stage_run.status == StageStatus.IN_PROGRESS:
+            _end_stage_run(stage_run, StageStatus.SKIPPED, done=done, total=total)
+
+
+# --- what people do ------------------------------------------------------------------
+
+
+def retry(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+    """FAILED -> QUEUED: run the failed stage again; finished items are not redone."""
+    with transaction.atomic():
+        job = _locked(job.pk)
+        previous = _set_status(job, JobStatus.QUEUED)
+        job.retry_count += 1
+        job.auto_retries = 0
+        job.error = job.error_code = None
+        job.error_detail = ""
+        job.next_attempt_at = None
+        job.finished_at = None
+        job.enqueued_at = timezone.now()
+        _dispatch(job)
+        _save(
+            job, "status", "retry_count", "auto_retries", "error", "error_code", "error_detail",
+            "next_attempt_at", "finished_at", "enqueued_at", "dispatch_id",
+        )
+        _audit(job, "retried", by, from_status=previous, stage=job.current_stage)
+    return job
+
+
+def skip(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+    """FAILED -> SKIPPED: give up; the document is marked incompletely processed."""
+    with transaction.atomic():
+        job = _locked(job.pk)
+        previous = _set_status(job, JobStatus.SKIPPED)
+        job.finished_at = timezone.now()
+        _save(job, "status", "finished_at")
+        Document.objects.filter(pk=job.document_id).update(
+            processing_state=ProcessingState.INCOMPLETE
+        )
+        _audit(job, "skipped", by, from_status=previous, stage=job.current_stage)
+    return job
+
+
+def cancel(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+    """QUEUED|PROCESSING -> CANCELLED; a running stage stops at its next item."""
+    with transaction.atomic():
+        job = _locked(job.pk)
+        previous = _set_status(job, JobStatus.CANCELLED)
+        job.finished_at = timezone.now()
+        job.next_attempt_at = None
+        # A new token turns any queue entry for this job into a no-op.
+        job.dispatch_id = uuid.uuid4()
+        _save(job, "status", "finished_at", "next_attempt_at", "dispatch_id")
+        Document.objects.filter(pk=job.document_id).update(
+            processing_state=ProcessingState.INCOMPLETE
+        )
+        _audit(job, "cancelled", by, from_status=previous, stage=job.current_stage)
+    return job
+
+
+def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+    """Move a QUEUED job to the front of the high-priority queue."""
+    with transaction.atomic():
+        job = _locked(job.pk)
+        if job.status != JobStatus.QUEUED:
+            raise InvalidTransition(job.status, "prioritised")
+        job.priority = "high"
+        job.queue_name = "high"
+        first = (
+            ProcessingJob.objects.queued()
+            .filter(queue_name="high")
+            .exclude(pk=job.pk)
+            .aggregate(first=Min("enqueued_at"))["first"]
+        )
+        now = timezone.now()
+        # Sort it ahead of everything waiting in `high`, as RQ's at_front does.
+        job.enqueued_at = min(first, now) - timedelta(milliseconds=1) if first else now
+        job.next_attempt_at = None
+        _dispatch(job, at_front=True)
+        _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
+        _audit(job, "prioritized", by, from_status=JobStatus.QUEUED)
+    return job
+

@@ -1,0 +1,309 @@
+"""Domain models: matters and their members, documents, processing jobs and their history.
+
+Status fields are written only by :mod:`processing.lifecycle`; everything else
+reads them. Results the pipeline writes (one row per item under a unique key)
+are the stages' checkpoints: a rerun skips the items that already have a row.
+"""
+
+from __future__ import annotations
+
+import uuid
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+from django.utils import timezone
+
+from processing.states import ACTIVE_JOB_STATUSES, JobStatus, StageStatus
+
+
+class Role(models.TextChoices):
+    """What a person may do on a matter."""
+
+    VIEWER = "viewer", "Viewer"
+    """Sees the matter's documents and jobs."""
+    MEMBER = "member", "Member"
+    """Also uploads, and cancels their own uploads."""
+    OWNER = "owner", "Owner"
+    """Everything on the matter: retry, skip, cancel, prioritise, manage members."""
+
+
+class Matter(models.Model):
+    """A shared workspace (a case, a deal) whose members see each other's documents."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    name = models.CharField(max_length=200)
+    search_language = models.CharField(
+        max_length=32, default="english", help_text="PostgreSQL text-search configuration."
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="matters"
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A person's role on one matter."""
+
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    role = models.CharField(max_length=16, choices=Role.choices, default=Role.MEMBER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["matter", "user"], name="membership_unique_user")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} is {self.role} on {self.matter}"
+
+
+class ProcessingState(models.TextChoices):
+    """How far a document's processing got, as its readers see it."""
+
+    PENDING = "PENDING", "Not processed yet"
+    """Its job has not finished."""
+    PROCESSED = "PROCESSED", "Processed"
+    """Every stage of its job completed."""
+    INCOMPLETE = "INCOMPLETE", "Incompletely processed"
+    """Its job was skipped or cancelled: some results are missing."""
+
+
+def document_upload_path(document: Document, filename: str) -> str:
+    """Store each document under its matter and its own id, with its sanitised name."""
+    return f"documents/{document.matter_id}/{document.id}/{filename}"
+
+
+class Document(models.Model):
+    """An uploaded file, as stored, with what was detected about it."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="documents")
+    uploaded_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    original_name = models.CharField(max_length=255)
+    file = models.FileField(upload_to=document_upload_path, max_length=500)
+    content_type = models.CharField(max_length=128)
+    size = models.BigIntegerField()
+    sha256 = models.CharField(max_length=64)
+    page_count = models.IntegerField(null=True, blank=True)
+    processing_state = models.CharField(
+        max_length=16, choices=ProcessingState.choices, default=ProcessingState.PENDING
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        indexes = [models.Index(fields=["matter", "-created_at"], name="document_matter_recent")]
+
+    def __str__(self) -> str:
+        return self.original_name
+
+
+class ProcessingJobQuerySet(models.QuerySet["ProcessingJob"]):
+    """Filters on jobs, named for what they select."""
+
+    def active(self) -> ProcessingJobQuerySet:
+        """Jobs that are queued or running."""
+        return self.filter(status__in=ACTIVE_JOB_STATUSES)
+
+    def failed(self) -> ProcessingJobQuerySet:
+        """Jobs that stopped on an error and wait for a person."""
+        return self.filter(status=JobStatus.FAILED)
+
+    def queued(self) -> ProcessingJobQuerySet:
+        """Jobs waiting for a worker."""
+        return self.filter(status=JobStatus.QUEUED)
+
+
+class ProcessingJob(models.Model):
+    """One document's trip through a pipeline: the row every client watches."""
+
+    id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="jobs")
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="jobs")
+    job_type = models.CharField(max_length=64, default="DOCUMENT_PROCESSING")
+    status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    error = models.TextField(null=True, blank=True, help_text="Safe to show the user.")
+    error_code = models.CharField(max_length=64, null=True, blank=True)
+    error_detail = models.TextField(blank=True, default="", help_text="Staff only.")
+
+    current_stage = models.CharField(max_length=64, blank=True, default="")
+    stage_index = models.PositiveSmallIntegerField(default=1, help_text="1-based.")
+    total_stages = models.PositiveSmallIntegerField(default=1)
+    items_total = models.IntegerField(default=0)
+    items_done = models.IntegerField(default=0)
+    progress = models.PositiveSmallIntegerField(default=0)
+
+    retry_count = models.PositiveIntegerField(default=0)
+    auto_retries = models.PositiveIntegerField(
+        default=0, help_text="Automatic retries since the last manual action."
+    )
+    max_retries = models.PositiveIntegerField(default=3)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+
+    priority = models.CharField(max_length=16, default="default")
+    queue_name = models.CharField(max_length=16, default="default")
+    dispatch_id = models.UUIDField(
+        default=uuid.uuid4,
+        help_text="Token of the one queue entry allowed to run the current stage.",
+    )
+    enqueued_at = models.DateTimeField(default=timezone.now)
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    stage_started_at = models.DateTimeField(null=True, blank=True)
+    completed_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    objects = ProcessingJobQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [
+            models.Index(fields=["matter", "status"], name="job_matter_status"),
+            models.Index(fields=["document", "status"], name="job_document_status"),
+            models.Index(fields=["matter", "-created_at"], name="job_matter_recent"),
+            models.Index(fields=["matter", "job_type", "-created_at"], name="job_matter_type"),
+            models.Index(fields=["-created_at"], name="job_recent"),
+            models.Index(
+                fields=["queue_name", "enqueued_at"],
+                name="job_queued_order",
+                condition=Q(status="QUEUED"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.job_type} {self.id} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        """True once nothing more will happen to the job without a person."""
+        return self.status not in ACTIVE_JOB_STATUSES
+
+
+class StageRun(models.Model):
+    """One attempt at one stage of one job: its history row."""
+
+    job = models.ForeignKey(ProcessingJob, on_delete=models.CASCADE, related_name="stage_runs")
+    stage = models.CharField(max_length=64)
+    stage_index = models.PositiveSmallIntegerField()
+    attempt = models.PositiveIntegerField(default=1)
+    status = models.CharField(
+        max_length=16, choices=StageStatus.choices, default=StageStatus.PENDING
+    )
+    items_total = models.IntegerField(default=0)
+    items_done = models.IntegerField(default=0)
+    worker = models.CharField(max_length=200, blank=True, default="")
+    error_code = models.CharField(max_length=64, null=True, blank=True)
+    error_message = models.TextField(null=True, blank=True)
+    error_detail = models.TextField(blank=True, default="", help_text="Staff only.")
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [
+            models.Index(fields=["job", "created_at"], name="stagerun_job"),
+            models.Index(
+                fields=["stage", "-finished_at"],
+                name="stagerun_completed",
+                condition=Q(status="COMPLETED"),
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.stage} #{self.attempt} ({self.status})"
+
+    @property
+    def duration_ms(self) -> int | None:
+        """How long the attempt ran, once it has ended."""
+        if self.started_at and self.finished_at:
+            return int((self.finished_at - self.started_at).total_seconds() * 1000)
+        return None
+
+
+class AuditEvent(models.Model):
+    """Who changed what about a job, and when; written with every transition."""
+
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="audit_events")
+    job = models.ForeignKey(
+        ProcessingJob, null=True, blank=True, on_delete=models.CASCADE, related_name="audit"
+    )
+    actor = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    action = models.CharField(max_length=64)
+    from_status = models.CharField(max_length=16, blank=True, default="")
+    to_status = models.CharField(max_length=16, blank=True, default="")
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        indexes = [models.Index(fields=["job", "created_at"], name="audit_job")]
+
+    def __str__(self) -> str:
+        who = self.actor or "system"
+        return f"{self.action} by {who} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+
+class DocumentPage(models.Model):
+    """The text of one page of a document: the ``extract`` stage's checkpoint."""
+
+    class Source(models.TextChoices):
+        """Where the page's text came from."""
+
+        TEXT_LAYER = "text_layer", "Text layer"
+        """Read from the document's own text."""
+        OCR = "ocr", "OCR"
+        """Recognised from the page image."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="pages")
+    page_number = models.PositiveIntegerField(help_text="1-based.")
+    text = models.TextField(blank=True, default="")
+    char_count = models.IntegerField(default=0)
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.TEXT_LAYER)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["document", "page_number"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "page_number"], name="page_unique_number")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document} p.{self.page_number}"
+
+
+class ApiToken(models.Model):
+    """A bearer token for the JSON API; only its SHA-256 is stored."""
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="api_tokens"
+    )
+    name = models.CharField(max_length=100, blank=True, default="")
+    prefix = models.CharField(max_length=12, help_text="First characters, to recognise it.")
+    key_hash = models.CharField(max_length=64, unique=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    def __str__(self) -> str:
+        return f"{self.prefix}… ({self.user})"

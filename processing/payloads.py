@@ -1,0 +1,128 @@
+"""The job and matter objects of CONTRACT.md, built once for the API and live updates."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.urls import reverse
+from django.utils import timezone
+
+from processing import estimates
+from processing.models import Matter, ProcessingJob
+from processing.pipeline import get_pipeline
+from processing.states import JobStatus, StageStatus
+
+
+def iso(value: datetime | None) -> str | None:
+    """An ISO 8601 UTC timestamp ending in Z, or None."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.UTC).isoformat().replace("+00:00", "Z")
+
+
+def stage_states(job: ProcessingJob) -> list[dict[str, str]]:
+    """Each stage of the job's pipeline with the status the stepper shows."""
+    pipeline = get_pipeline(job.job_type)
+    out = []
+    for position, stage in enumerate(pipeline.stages, start=1):
+        if job.status == JobStatus.COMPLETED or position < job.stage_index:
+            status = StageStatus.COMPLETED
+        elif position > job.stage_index:
+            status = StageStatus.SKIPPED if job.status == JobStatus.SKIPPED else StageStatus.PENDING
+        else:
+            status = {
+                JobStatus.PROCESSING: StageStatus.IN_PROGRESS,
+                JobStatus.FAILED: StageStatus.FAILED,
+                JobStatus.SKIPPED: StageStatus.SKIPPED,
+                JobStatus.CANCELLED: StageStatus.SKIPPED,
+            }.get(job.status, StageStatus.PENDING)
+        out.append({"name": stage.name, "label": stage.label, "status": str(status)})
+    return out
+
+
+def job_payload(job: ProcessingJob, *, now: datetime | None = None) -> dict[str, Any]:
+    """The flat job object (``job.document`` should be select_related)."""
+    now = now or timezone.now()
+    position = estimates.queue_position(job)
+    eta = estimates.eta_seconds(job, now=now, position=position)
+    document = job.document
+    return {
+        "job_id": str(job.id),
+        "id": str(job.id),
+        "matter_id": str(job.matter_id),
+        "document_id": str(job.document_id),
+        "document_name": document.original_name,
+        "job_type": job.job_type,
+        "status": job.status,
+        "error": job.error,
+        "error_code": job.error_code,
+        "current_stage": job.current_stage,
+        "stage_index": job.stage_index,
+        "total_stages": job.total_stages,
+        "stages": stage_states(job),
+        "progress": job.progress,
+        "items_total": job.items_total,
+        "items_done": job.items_done,
+        "page_count": document.page_count,
+        "eta_seconds": eta,
+        "estimated_completion": iso(estimates.estimated_completion(eta, now)),
+        "queue_position": position,
+        "retry_count": job.retry_count,
+        "max_retries": job.max_retries,
+        "next_attempt_at": iso(job.next_attempt_at),
+        "priority": job.priority,
+        "created_at": iso(job.created_at),
+        "started_at": iso(job.started_at),
+        "completed_at": iso(job.completed_at),
+        "updated_at": iso(job.updated_at),
+        "result_url": (
+            reverse("document-detail", args=[job.document_id])
+            if job.status == JobStatus.COMPLETED
+            else None
+        ),
+    }
+
+
+def job_detail_payload(job: ProcessingJob) -> dict[str, Any]:
+    """The job object plus its ``stage_history`` and ``audit``."""
+    data = job_payload(job)
+    data["stage_history"] = [
+        {
+            "stage": run.stage,
+            "stage_index": run.stage_index,
+            "attempt": run.attempt,
+            "status": run.status,
+            "items_done": run.items_done,
+            "items_total": run.items_total,
+            "started_at": iso(run.started_at),
+            "finished_at": iso(run.finished_at),
+            "duration_ms": run.duration_ms,
+            "error_code": run.error_code,
+            "error": run.error_message,
+        }
+        for run in job.stage_runs.all()
+    ]
+    data["audit"] = [
+        {
+            "action": event.action,
+            "from_status": event.from_status or None,
+            "to_status": event.to_status or None,
+            "actor": event.actor.get_username() if event.actor else None,
+            "details": event.details,
+            "at": iso(event.created_at),
+        }
+        for event in job.audit.select_related("actor").all()
+    ]
+    return data
+
+
+def matter_payload(matter: Matter, role: str, counts: dict[str, int]) -> dict[str, Any]:
+    """The matter object: ``role`` is the caller's, ``counts`` its jobs by status."""
+    return {
+        "id": str(matter.id),
+        "name": matter.name,
+        "role": role,
+        "created_at": iso(matter.created_at),
+        "counts": {status: counts.get(status, 0) for status in JobStatus.values},
+    }

@@ -1,0 +1,60 @@
+"""Who may do what on a matter: the one place that decides."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+
+from processing.models import Membership, ProcessingJob, Role
+
+User = AbstractBaseUser | AnonymousUser
+
+
+class Action(StrEnum):
+    """Things a person can do on a matter."""
+
+    VIEW = "view"
+    UPLOAD = "upload"
+    CANCEL_OWN = "cancel_own"
+    RETRY = "retry"
+    SKIP = "skip"
+    CANCEL = "cancel"
+    PRIORITIZE = "prioritize"
+    BULK = "bulk"
+    MANAGE_MEMBERS = "manage_members"
+
+
+ALLOWED: dict[str, frozenset[Action]] = {
+    Role.VIEWER: frozenset({Action.VIEW}),
+    Role.MEMBER: frozenset({Action.VIEW, Action.UPLOAD, Action.CANCEL_OWN}),
+    Role.OWNER: frozenset(Action),
+}
+
+
+def role_on(user: User, matter_id: object) -> str | None:
+    """The user's role on the matter, or None if they are not a member."""
+    if not getattr(user, "is_authenticated", False):
+        return None
+    return (
+        Membership.objects.filter(matter_id=matter_id, user=user)
+        .values_list("role", flat=True)
+        .first()
+    )
+
+
+def role_allows(role: str | None, action: Action) -> bool:
+    """True if ``role`` may perform ``action``."""
+    return role is not None and action in ALLOWED.get(role, frozenset())
+
+
+def may_act_on_job(user: User, role: str | None, job: ProcessingJob, action: Action) -> bool:
+    """True if the user may perform ``action`` on ``job`` (members may cancel their own)."""
+    if role_allows(role, action):
+        return True
+    return (
+        action == Action.CANCEL
+        and role_allows(role, Action.CANCEL_OWN)
+        and job.created_by_id is not None
+        and job.created_by_id == getattr(user, "pk", None)
+    )

@@ -1,0 +1,93 @@
+"""The pipeline registry: which stages each job type runs, in order.
+
+A stage is a plain function ``stage(ctx: StageContext) -> None``. It reports
+``ctx.progress(done, total)``, checks ``ctx.should_stop()`` between items, and
+raises a :class:`processing.errors.StageError` subclass when it cannot go on.
+It knows nothing of RQ, Channels or HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from processing.pipeline.context import StageContext
+
+StageFunction = Callable[["StageContext"], None]
+
+DOCUMENT_PROCESSING = "DOCUMENT_PROCESSING"
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One named step of a pipeline, with the label the stepper shows."""
+
+    name: str
+    label: str
+    run: StageFunction
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    """An ordered list of stages that a job type runs."""
+
+    job_type: str
+    stages: tuple[Stage, ...]
+
+    def stage(self, name: str) -> Stage:
+        """The stage called ``name``."""
+        for stage in self.stages:
+            if stage.name == name:
+                return stage
+        raise KeyError(f"{self.job_type} has no stage {name!r}")
+
+    def index_of(self, name: str) -> int:
+        """The 1-based position of stage ``name``."""
+        return self.stages.index(self.stage(name)) + 1
+
+    def next_after(self, name: str) -> Stage | None:
+        """The stage that follows ``name``, or None when it is the last."""
+        position = self.index_of(name)
+        return self.stages[position] if position < len(self.stages) else None
+
+
+_REGISTRY: dict[str, Pipeline] = {}
+
+
+def register(job_type: str, stages: list[Stage]) -> Pipeline:
+    """Declare (or replace) the pipeline for ``job_type``."""
+    if not stages:
+        raise ValueError("A pipeline needs at least one stage.")
+    names = [s.name for s in stages]
+    if len(set(names)) != len(names):
+        raise ValueError(f"Stage names repeat in {job_type}: {names}")
+    pipeline = Pipeline(job_type, tuple(stages))
+    _REGISTRY[job_type] = pipeline
+    return pipeline
+
+
+def get_pipeline(job_type: str) -> Pipeline:
+    """The pipeline for ``job_type``; KeyError when none is registered."""
+    _load_defaults()
+    return _REGISTRY[job_type]
+
+
+def job_types() -> list[str]:
+    """Every registered job type."""
+    _load_defaults()
+    return sorted(_REGISTRY)
+
+
+_defaults_loaded = False
+
+
+def _load_defaults() -> None:
+    global _defaults_loaded
+    if _defaults_loaded:
+        return
+    _defaults_loaded = True
+    from processing.pipeline.extract import extract
+
+    register(DOCUMENT_PROCESSING, [Stage("extract", "Extracting", extract)])

@@ -1,0 +1,64 @@
+"""What a stage gets to work with: its job, its document, progress and stop checks."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from django.conf import settings
+
+from processing import lifecycle
+from processing.errors import StageCancelled
+from processing.models import Document, ProcessingJob, StageRun
+
+
+@dataclass
+class StageContext:
+    """Passed to every stage function.
+
+    ``progress`` writes are throttled to one per ``PROGRESS_WRITE_INTERVAL``
+    seconds (the last one always goes through when the stage ends), and each
+    write also tells whether the job is still ours to run, so ``should_stop``
+    costs no extra query.
+    """
+
+    job: ProcessingJob
+    stage_run: StageRun
+    document: Document
+    dispatch_id: uuid.UUID
+    items_done: int = 0
+    items_total: int = 0
+    _last_write: float = field(default=0.0, repr=False)
+    _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def path(self) -> Path:
+        """Where the document's file is on disk."""
+        return Path(self.document.file.path)
+
+    def progress(self, done: int, total: int) -> None:
+        """Record that ``done`` of ``total`` items are finished."""
+        self.items_done, self.items_total = done, total
+        now = time.monotonic()
+        if now - self._last_write < settings.PROGRESS_WRITE_INTERVAL:
+            return
+        self._last_write = now
+        still_ours = lifecycle.record_progress(
+            self.job.id, self.stage_run.id, self.dispatch_id, done=done, total=total
+        )
+        if not still_ours:
+            self._stopped = True
+
+    def should_stop(self) -> bool:
+        """True once the job was cancelled (or taken over): stop at the next item."""
+        if not self._stopped and time.monotonic() - self._last_write >= 1.0:
+            self._last_write = time.monotonic()
+            self._stopped = not lifecycle.still_running(self.job.id, self.dispatch_id)
+        return self._stopped
+
+    def stop_if_asked(self) -> None:
+        """Raise :class:`StageCancelled` when :meth:`should_stop` says so."""
+        if self.should_stop():
+            raise StageCancelled()

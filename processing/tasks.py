@@ -1,0 +1,76 @@
+"""What RQ workers call: fetch by id, run the stage, hand the outcome to the lifecycle."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import traceback
+
+from django.db import Error as DatabaseError
+from django.db import close_old_connections
+from redis.exceptions import RedisError
+from rq.timeouts import JobTimeoutException
+
+from processing import lifecycle
+from processing.errors import (
+    InternalError,
+    ServiceUnavailable,
+    StageCancelled,
+    StageError,
+    StageTimeout,
+)
+from processing.pipeline import get_pipeline
+from processing.pipeline.context import StageContext
+
+logger = logging.getLogger(__name__)
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def run_stage(job_id: str, dispatch_id: str) -> str:
+    """Run the current stage of job ``job_id`` if ``dispatch_id`` is still its token.
+
+    Returns a short word for RQ's result: ``stale``, ``completed``, ``failed``
+    or ``cancelled``.
+    """
+    close_old_connections()
+    started = lifecycle.begin_stage(job_id, dispatch_id, worker=_worker_name())
+    if started is None:
+        return "stale"
+    job, stage_run = started
+    stage = get_pipeline(job.job_type).stage(job.current_stage)
+    ctx = StageContext(job=job, stage_run=stage_run, document=job.document, dispatch_id=job.dispatch_id)
+    error: StageError
+    detail = ""
+    try:
+        stage.run(ctx)
+    except StageCancelled:
+        lifecycle.stop_stage(stage_run.id, done=ctx.items_done, total=ctx.items_total)
+        return "cancelled"
+    except StageError as exc:
+        error = exc
+        detail = exc.detail or ("" if exc.permanent else traceback.format_exc())
+        logger.info("Stage %s of job %s failed: %s [%s]", stage.name, job_id, exc.code, exc)
+    except JobTimeoutException:
+        error, detail = StageTimeout(), traceback.format_exc()
+        logger.warning("Stage %s of job %s timed out", stage.name, job_id)
+    except (DatabaseError, RedisError, ConnectionError) as exc:
+        error, detail = ServiceUnavailable(), traceback.format_exc()
+        logger.warning("Stage %s of job %s lost a service: %s", stage.name, job_id, exc)
+        close_old_connections()
+    except Exception:
+        error, detail = InternalError(), traceback.format_exc()
+        logger.exception("Stage %s of job %s raised unexpectedly", stage.name, job_id)
+    else:
+        lifecycle.complete_stage(
+            job_id, stage_run.id, dispatch_id, done=ctx.items_done, total=ctx.items_total
+        )
+        return "completed"
+    lifecycle.fail_stage(
+        job_id, stage_run.id, dispatch_id, error, detail=detail,
+        done=ctx.items_done, total=ctx.items_total,
+    )
+    return "failed"

@@ -1,0 +1,13 @@
+"""URLs of the HTML pages."""
+
+from django.urls import path
+
+from processing import views
+
+urlpatterns = [
+    path("", views.matter_list, name="matter-list"),
+    path("matters/<str:matter_id>/", views.matter_detail, name="matter-detail"),
+    path("matters/<str:matter_id>/upload", views.upload, name="matter-upload"),
+    path("jobs/<str:job_id>/", views.job_detail, name="job-detail"),
+    path("documents/<str:document_id>/", views.document_detail, name="document-detail"),
+]

@@ -1,0 +1,110 @@
+"""HTML pages: matters, a matter with its upload form and jobs, a job, a document."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.db import transaction
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_POST
+
+from processing import selectors
+from processing.models import Document, Matter, Membership, Role
+from processing.payloads import job_detail_payload, job_payload
+from processing.permissions import Action, role_allows, role_on
+from processing.uploads import UploadRejected, accept_upload
+
+
+def _matter_or_404(request: HttpRequest, matter_id: str) -> tuple[Matter, str]:
+    parsed = selectors.parse_id(matter_id)
+    matter = selectors.matters_for(request.user).filter(pk=parsed).first() if parsed else None
+    role = role_on(request.user, matter.pk) if matter else None
+    if matter is None or role is None:
+        raise Http404("No such matter.")
+    return matter, role
+
+
+@login_required
+def matter_list(request: HttpRequest) -> HttpResponse:
+    """The caller's matters, and a form to create one."""
+    if request.method == "POST":
+        name = request.POST.get("name", "").strip()
+        if not name:
+            messages.error(request, "A matter needs a name.")
+        else:
+            with transaction.atomic():
+                matter = Matter.objects.create(name=name[:200], created_by=request.user)
+                Membership.objects.create(matter=matter, user=request.user, role=Role.OWNER)
+            return redirect("matter-detail", matter_id=matter.pk)
+    memberships = (
+        Membership.objects.filter(user=request.user).select_related("matter").order_by("matter__name")
+    )
+    counts = selectors.matter_status_counts([m.matter_id for m in memberships])
+    rows = [(m.matter, m.role, counts[m.matter_id]) for m in memberships]
+    return render(request, "processing/matter_list.html", {"rows": rows})
+
+
+@login_required
+def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """One matter: its upload form and its jobs with status and stage."""
+    matter, role = _matter_or_404(request, matter_id)
+    jobs = matter.jobs.select_related("document").order_by("-created_at")[:100]
+    return render(
+        request,
+        "processing/matter_detail.html",
+        {
+            "matter": matter,
+            "role": role,
+            "can_upload": role_allows(role, Action.UPLOAD),
+            "jobs": [job_payload(j) for j in jobs],
+        },
+    )
+
+
+@login_required
+@require_POST
+def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """Accept a file from the matter page's form."""
+    matter, role = _matter_or_404(request, matter_id)
+    if not role_allows(role, Action.UPLOAD):
+        messages.error(request, "Your role on this matter does not allow uploads.")
+        return redirect("matter-detail", matter_id=matter.pk)
+    try:
+        document, _job = accept_upload(matter, request.FILES.get("file"), by=request.user)
+    except UploadRejected as exc:
+        messages.error(request, f"{exc.message} ({exc.code})")
+    else:
+        messages.success(request, f"“{document.original_name}” was uploaded and queued.")
+    return redirect("matter-detail", matter_id=matter.pk)
+
+
+@login_required
+def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
+    """One job: its stages, history and audit trail."""
+    parsed = selectors.parse_id(job_id)
+    job = selectors.jobs_for(request.user).filter(pk=parsed).first() if parsed else None
+    if job is None:
+        raise Http404("No such job.")
+    return render(request, "processing/job_detail.html", {"job": job_detail_payload(job)})
+
+
+@login_required
+def document_detail(request: HttpRequest, document_id: str) -> HttpResponse:
+    """A processed document: its pages' text and a link back to its job."""
+    parsed = selectors.parse_id(document_id)
+    document = (
+        Document.objects.filter(pk=parsed, matter__memberships__user=request.user)
+        .select_related("matter")
+        .first()
+        if parsed
+        else None
+    )
+    if document is None:
+        raise Http404("No such document.")
+    job = document.jobs.order_by("-created_at").first()
+    return render(
+        request,
+        "processing/document_detail.html",
+        {"document": document, "pages": document.pages.all(), "job": job},
+    )

@@ -1,0 +1,188 @@
+"""Shared fixtures: people, matters, API clients, real RQ workers, test documents.
+
+Tests run against the real PostgreSQL and Redis that ``./dev test`` provides
+(or ``DATABASE_URL``/``REDIS_URL``). Redis uses its own database number
+while testing (see settings.TESTING), and each test starts with empty queues.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import django_rq
+import pytest
+from django.contrib.auth import get_user_model
+from django.core.files.uploadedfile import SimpleUploadedFile
+from django.test import Client
+from rq import SimpleWorker
+
+from processing.models import Matter, Membership, ProcessingJob, Role
+from processing.tokens import create_token
+
+CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+QUEUES = ("high", "default", "low")
+
+
+@pytest.fixture(autouse=True)
+def _empty_queues(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Every test starts and ends with this test database's Redis empty."""
+    connection = django_rq.get_connection("default")
+    connection.flushdb()
+    yield
+    connection.flushdb()
+
+
+@pytest.fixture(autouse=True)
+def _media_root(settings: Any, tmp_path: Path) -> None:
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_estimates() -> None:
+    from processing import estimates
+
+    estimates.clear_history()
+
+
+class CountingWorker(SimpleWorker):
+    """RQ's in-process worker, counting the RQ jobs it executes."""
+
+    executed = 0
+
+    def execute_job(self, job: Any, queue: Any) -> Any:
+        self.executed += 1
+        return super().execute_job(job, queue)
+
+
+def run_worker(*, max_jobs: int | None = None) -> int:
+    """Drain the queues with a real RQ worker in this process (burst mode).
+
+    Returns how many RQ jobs it ran. Stages enqueued by the lifecycle while it
+    runs are picked up too, so one call takes a job to its end.
+    """
+    connection = django_rq.get_connection("default")
+    queues = [django_rq.get_queue(name) for name in QUEUES]
+    worker = CountingWorker(queues, connection=connection)
+    worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
+    return worker.executed
+
+
+@pytest.fixture
+def worker() -> Callable[..., int]:
+    """``worker()`` drains the queues with a real RQ worker; see :func:`run_worker`."""
+    return run_worker
+
+
+@pytest.fixture
+def make_user(db: None) -> Callable[..., Any]:
+    def make(username: str = "alice", **extra: Any) -> Any:
+        return get_user_model().objects.create_user(
+            username=username, password="correct-horse-battery", **extra
+        )
+
+    return make
+
+
+@pytest.fixture
+def make_matter(db: None) -> Callable[..., Matter]:
+    def make(owner: Any, name: str = "Smith v. Jones", **members: str) -> Matter:
+        matter = Matter.objects.create(name=name, created_by=owner)
+        Membership.objects.create(matter=matter, user=owner, role=Role.OWNER)
+        for username, role in members.items():
+            user = get_user_model().objects.get(username=username)
+            Membership.objects.create(matter=matter, user=user, role=role)
+        return matter
+
+    return make
+
+
+class ApiClient:
+    """A Django test client that sends a Bearer token and speaks JSON."""
+
+    def __init__(self, token: str | None) -> None:
+        self.client = Client()
+        self.headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def get(self, path: str, **extra: Any) -> Any:
+        return self.client.get(path, headers={**self.headers, **extra.pop("headers", {})}, **extra)
+
+    def post(self, path: str, data: Any = None, **extra: Any) -> Any:
+        return self.client.post(
+            path, data=data or {}, content_type="application/json", headers=self.headers, **extra
+        )
+
+    def delete(self, path: str) -> Any:
+        return self.client.delete(path, headers=self.headers)
+
+    def upload(self, matter_id: Any, name: str, content: bytes) -> Any:
+        return self.client.post(
+            f"/api/matters/{matter_id}/documents",
+            data={"file": SimpleUploadedFile(name, content)},
+            headers=self.headers,
+        )
+
+
+@pytest.fixture
+def api_client(db: None) -> Callable[[Any], ApiClient]:
+    """``api_client(user)`` is an API client authenticated with a fresh token of ``user``."""
+
+    def make(user: Any | None) -> ApiClient:
+        return ApiClient(create_token(user)[1] if user is not None else None)
+
+    return make
+
+
+@pytest.fixture
+def alice(make_user: Callable[..., Any]) -> Any:
+    return make_user("alice")
+
+
+@pytest.fixture
+def matter(make_matter: Callable[..., Matter], alice: Any) -> Matter:
+    return make_matter(alice)
+
+
+# --- documents made in the tests -------------------------------------------------------
+
+
+def make_pdf(pages: list[str]) -> bytes:
+    """A text PDF with one page per string."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for text in pages:
+        pdf.add_page()
+        pdf.multi_cell(0, 8, text)
+    return bytes(pdf.output())
+
+
+def make_docx(paragraphs: list[str], *, table: list[list[str]] | None = None,
+              page_break_after: int | None = None) -> bytes:
+    """A DOCX with the given paragraphs, optionally a table and a page break."""
+    import docx
+    from docx.enum.text import WD_BREAK
+
+    document = docx.Document()
+    for i, text in enumerate(paragraphs):
+        paragraph = document.add_paragraph(text)
+        if page_break_after is not None and i == page_break_after:
+            paragraph.add_run().add_break(WD_BREAK.PAGE)
+    if table:
+        grid = document.add_table(rows=len(table), cols=len(table[0]))
+        for r, row in enumerate(table):
+            for c, value in enumerate(row):
+                grid.cell(r, c).text = value
+    out = io.BytesIO()
+    document.save(out)
+    return out.getvalue()
+
+
+def job_of(response: Any) -> ProcessingJob:
+    """The job created by an upload response."""
+    return ProcessingJob.objects.select_related("document").get(
+        pk=response.json()["data"]["job"]["job_id"]
+    )

@@ -1,0 +1,226 @@
+"""The state machine: every allowed transition, forbidden ones, and what each records."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import django_rq
+import pytest
+
+from processing import lifecycle
+from processing.errors import CorruptDocument, InternalError
+from processing.models import AuditEvent, Document, ProcessingJob, StageRun
+from processing.states import (
+    JOB_TRANSITIONS,
+    STAGE_TRANSITIONS,
+    InvalidTransition,
+    JobStatus,
+    StageStatus,
+    check_job_transition,
+    check_stage_transition,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def queued_rq_ids() -> list[str]:
+    ids: list[str] = []
+    for name in ("high", "default", "low"):
+        ids += django_rq.get_queue(name).job_ids
+    return ids
+
+
+@pytest.fixture
+def document(matter: Any, alice: Any) -> Document:
+    return Document.objects.create(
+        matter=matter, uploaded_by=alice, original_name="a.pdf", file="x/a.pdf",
+        content_type="application/pdf", size=100, sha256="0" * 64, page_count=3,
+    )
+
+
+@pytest.fixture
+def job(document: Document, alice: Any) -> ProcessingJob:
+    return lifecycle.create_job(document, by=alice)
+
+
+def begin(job: ProcessingJob) -> tuple[ProcessingJob, StageRun]:
+    job.refresh_from_db()
+    started = lifecycle.begin_stage(job.id, job.dispatch_id, worker="test")
+    assert started is not None
+    return started
+
+
+def test_declared_graph_matches_the_contract() -> None:
+    assert JOB_TRANSITIONS == {
+        "QUEUED": {"PROCESSING", "CANCELLED"},
+        "PROCESSING": {"QUEUED", "COMPLETED", "FAILED", "CANCELLED"},
+        "FAILED": {"QUEUED", "SKIPPED"},
+        "COMPLETED": set(),
+        "CANCELLED": set(),
+        "SKIPPED": set(),
+    }
+    for current, targets in JOB_TRANSITIONS.items():
+        for target in JobStatus.values:
+            if target in targets:
+                check_job_transition(current, target)
+            else:
+                with pytest.raises(InvalidTransition):
+                    check_job_transition(current, target)
+    for current, targets in STAGE_TRANSITIONS.items():
+        for target in StageStatus.values:
+            if target in targets:
+                check_stage_transition(current, target)
+            else:
+                with pytest.raises(InvalidTransition):
+                    check_stage_transition(current, target)
+
+
+def test_create_queues_after_commit_and_audits(job: ProcessingJob, alice: Any) -> None:
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED
+    assert job.queue_name == "high"  # 3 pages: under the 100-page line
+    assert queued_rq_ids() == [f"stage-{job.id}-{job.dispatch_id}"]
+    event = AuditEvent.objects.get(job=job)
+    assert (event.action, event.to_status, event.actor) == ("created", "QUEUED", alice)
+
+
+def test_large_document_goes_to_the_default_queue(document: Document, alice: Any) -> None:
+    Document.objects.filter(pk=document.pk).update(page_count=250)
+    document.refresh_from_db()
+    job = lifecycle.create_job(document, by=alice)
+    assert job.queue_name == "default"
+    assert django_rq.get_queue("default").job_ids == [f"stage-{job.id}-{job.dispatch_id}"]
+
+
+def test_queued_to_processing_to_completed(job: ProcessingJob) -> None:
+    job, run = begin(job)
+    assert job.status == JobStatus.PROCESSING and job.started_at is not None
+    assert run.status == StageStatus.IN_PROGRESS
+    done = lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=3, total=3)
+    assert done is not None and done.status == JobStatus.COMPLETED
+    assert done.progress == 100 and done.completed_at is not None
+    run.refresh_from_db()
+    assert run.status == StageStatus.COMPLETED and run.items_done == 3
+    assert Document.objects.get(pk=job.document_id).processing_state == "PROCESSED"
+    assert list(AuditEvent.objects.filter(job=job).values_list("action", flat=True)) == [
+        "created", "started", "completed",
+    ]
+
+
+def test_permanent_error_fails_at_once_without_retry(job: ProcessingJob) -> None:
+    job, run = begin(job)
+    failed = lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    assert failed is not None
+    assert failed.status == JobStatus.FAILED
+    assert failed.error_code == "CORRUPT_DOCUMENT" and failed.retry_count == 0
+    assert "damaged" in failed.error
+
+
+def test_transient_error_requeues_with_backoff_until_retries_run_out(job: ProcessingJob) -> None:
+    for attempt in range(1, job.max_retries + 1):
+        job, run = begin(job)
+        job = lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), detail="tb")
+        assert job.status == JobStatus.QUEUED
+        assert job.retry_count == attempt and job.next_attempt_at is not None
+        assert job.error_code == "INTERNAL_ERROR"  # the last error stays visible
+    job, run = begin(job)
+    job = lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), detail="tb")
+    assert job.status == JobStatus.FAILED
+    assert StageRun.objects.filter(job=job, status=StageStatus.FAILED).count() == 4
+
+
+def test_failed_to_queued_by_retry_then_skipped(job: ProcessingJob, alice: Any) -> None:
+    job, run = begin(job)
+    lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    job = lifecycle.retry(job, by=alice)
+    assert job.status == JobStatus.QUEUED and job.retry_count == 1 and job.error is None
+    assert f"stage-{job.id}-{job.dispatch_id}" in queued_rq_ids()
+    job, run = begin(job)
+    lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    job = lifecycle.skip(job, by=alice)
+    assert job.status == JobStatus.SKIPPED
+    assert Document.objects.get(pk=job.document_id).processing_state == "INCOMPLETE"
+    actions = list(AuditEvent.objects.filter(job=job).values_list("action", "actor__username"))
+    assert ("retried", "alice") in actions and ("skipped", "alice") in actions
+
+
+def test_cancel_queued_and_processing(document: Document, alice: Any) -> None:
+    queued = lifecycle.create_job(document, by=alice)
+    stale_token = queued.dispatch_id
+    queued = lifecycle.cancel(queued, by=alice)
+    assert queued.status == JobStatus.CANCELLED
+    # Its queue entry is now a no-op: the worker finds a different token.
+    assert lifecycle.begin_stage(queued.id, stale_token) is None
+
+    running = lifecycle.create_job(document, by=alice)
+    running, run = begin(running)
+    lifecycle.cancel(running, by=alice)
+    assert not lifecycle.still_running(running.id, running.dispatch_id)
+    assert lifecycle.complete_stage(running.id, run.id, running.dispatch_id, done=1, total=3) is None
+    run.refresh_from_db()
+    assert run.status == StageStatus.SKIPPED
+    assert ProcessingJob.objects.get(pk=running.pk).status == JobStatus.CANCELLED
+
+
+@pytest.mark.parametrize(
+    "reach, action",
+    [
+        ("COMPLETED", lifecycle.retry),
+        ("COMPLETED", lifecycle.cancel),
+        ("COMPLETED", lifecycle.skip),
+        ("QUEUED", lifecycle.retry),
+        ("QUEUED", lifecycle.skip),
+        ("PROCESSING", lifecycle.prioritize),
+        ("CANCELLED", lifecycle.retry),
+        ("FAILED", lifecycle.cancel),
+    ],
+)
+def test_forbidden_transitions_raise_and_change_nothing(
+    job: ProcessingJob, alice: Any, reach: str, action: Any
+) -> None:
+    if reach != "QUEUED":
+        job, run = begin(job)
+    if reach == "COMPLETED":
+        lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=1, total=1)
+    elif reach == "CANCELLED":
+        lifecycle.cancel(job, by=alice)
+    elif reach == "FAILED":
+        lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    before = ProcessingJob.objects.get(pk=job.pk)
+    assert before.status == reach
+    with pytest.raises(InvalidTransition) as caught:
+        action(before, by=alice)
+    assert caught.value.current == reach
+    after = ProcessingJob.objects.get(pk=job.pk)
+    assert (after.status, after.updated_at, after.retry_count) == (
+        before.status, before.updated_at, before.retry_count,
+    )
+
+
+def test_prioritize_moves_to_front_of_high(document: Document, alice: Any) -> None:
+    Document.objects.filter(pk=document.pk).update(page_count=500)
+    document.refresh_from_db()
+    first = lifecycle.create_job(document, by=alice)
+    second = lifecycle.create_job(document, by=alice)
+    small = Document.objects.create(
+        matter=document.matter, original_name="s.pdf", file="x/s.pdf",
+        content_type="application/pdf", size=10, sha256="1" * 64, page_count=1,
+    )
+    waiting_high = lifecycle.create_job(small, by=alice)
+    second = lifecycle.prioritize(second, by=alice)
+    assert second.priority == "high" and second.queue_name == "high"
+    assert django_rq.get_queue("high").job_ids[0] == f"stage-{second.id}-{second.dispatch_id}"
+    from processing.estimates import queue_position
+
+    assert queue_position(second) == 1
+    assert queue_position(ProcessingJob.objects.get(pk=waiting_high.pk)) == 2
+    assert queue_position(ProcessingJob.objects.get(pk=first.pk)) == 3
+
+
+def test_progress_is_throttled_per_call_but_never_goes_backwards(job: ProcessingJob) -> None:
+    job, run = begin(job)
+    assert lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=2, total=4)
+    assert ProcessingJob.objects.get(pk=job.pk).progress == 50
+    lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=1, total=4)
+    job = ProcessingJob.objects.get(pk=job.pk)
+    assert job.progress == 50 and job.items_done == 1

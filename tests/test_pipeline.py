@@ -1,0 +1,198 @@
+"""Uploads go through real RQ workers to their end state, with the right pages and text."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from django.db import connection
+
+from processing.models import DocumentPage, ProcessingJob, StageRun
+from tests.conftest import job_of, make_docx, make_pdf
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def status_of(client: Any, job: ProcessingJob) -> dict[str, Any]:
+    response = client.get(f"/api/jobs/{job.pk}")
+    assert response.status_code == 200
+    return response.json()
+
+
+def test_multi_page_pdf_completes_with_each_pages_text(
+    api_client: Any, alice: Any, matter: Any, worker: Any
+) -> None:
+    client = api_client(alice)
+    pages = [f"Page {n} of the settlement agreement, clause {n * 7}." for n in range(1, 6)]
+    response = client.upload(matter.pk, "agreement.pdf", make_pdf(pages))
+    assert response.status_code == 201
+    job = job_of(response)
+    assert status_of(client, job)["status"] == "QUEUED"
+
+    worker()
+
+    body = status_of(client, job)
+    assert body["status"] == "COMPLETED"
+    assert body["page_count"] == 5 and body["progress"] == 100
+    assert (body["items_done"], body["items_total"]) == (5, 5)
+    assert body["current_stage"] == "extract" and body["stage_index"] == body["total_stages"]
+    assert body["error"] is None and body["result_url"]
+    texts = list(DocumentPage.objects.filter(document=job.document).values_list("text", flat=True))
+    assert len(texts) == 5
+    assert "clause 21" in texts[2] and "clause 35" in texts[4]
+
+
+def test_docx_with_a_table_completes(api_client: Any, alice: Any, matter: Any, worker: Any) -> None:
+    client = api_client(alice)
+    content = make_docx(
+        ["Memorandum of understanding.", "Second page starts here."],
+        table=[["Party", "Amount"], ["Acme Corp", "$1,200"]],
+        page_break_after=0,
+    )
+    job = job_of(client.upload(matter.pk, "memo.docx", content))
+    assert job.document.content_type.endswith("wordprocessingml.document")
+    worker()
+    body = status_of(client, job)
+    assert body["status"] == "COMPLETED" and body["page_count"] == 2
+    text = " ".join(DocumentPage.objects.filter(document=job.document).values_list("text", flat=True))
+    assert "Memorandum of understanding" in text and "Acme Corp" in text and "$1,200" in text
+
+
+def test_latin1_text_completes_with_its_accents(
+    api_client: Any, alice: Any, matter: Any, worker: Any
+) -> None:
+    client = api_client(alice)
+    content = "Déclaration du témoin: la façade était endommagée, reçu à Genève.\n".encode("latin-1")
+    job = job_of(client.upload(matter.pk, "statement.txt", content * 20))
+    worker()
+    assert status_of(client, job)["status"] == "COMPLETED"
+    page = DocumentPage.objects.get(document=job.document)
+    assert "façade était endommagée, reçu à Genève" in page.text
+
+
+def test_html_completes_with_visible_text_only(
+    api_client: Any, alice: Any, matter: Any, worker: Any
+) -> None:
+    client = api_client(alice)
+    html = (
+        b"<!DOCTYPE html><html><head><title>Docket</title><style>.x{color:red}</style>"
+        b"<script>var secret='do-not-index';</script></head><body><h1>Docket 4:13-cr-03121</h1>"
+        b"<table><tr><td>Filed</td><td>Indictment</td></tr></table></body></html>"
+    )
+    job = job_of(client.upload(matter.pk, "docket.html", html))
+    worker()
+    body = status_of(client, job)
+    assert body["status"] == "COMPLETED" and body["page_count"] == 1
+    text = DocumentPage.objects.get(document=job.document).text
+    assert "Docket 4:13-cr-03121" in text and "Indictment" in text
+    assert "do-not-index" not in text and "color:red" not in text
+
+
+@pytest.mark.parametrize(
+    "kind, code",
+    [("corrupt", "CORRUPT_DOCUMENT"), ("encrypted", "ENCRYPTED_DOCUMENT")],
+)
+def test_broken_pdfs_fail_once_with_their_code(
+    api_client: Any, alice: Any, matter: Any, worker: Any, kind: str, code: str
+) -> None:
+    if kind == "corrupt":
+        content = b"%PDF-1.4\n1 0 obj << /Type /Catalog >> garbage without xref\n%%EOF\n"
+    else:
+        import io
+
+        from pypdf import PdfReader, PdfWriter
+
+        writer = PdfWriter(clone_from=PdfReader(io.BytesIO(make_pdf(["Privileged."]))))
+        writer.encrypt(user_password="s3cret", owner_password="owner")
+        out = io.BytesIO()
+        writer.write(out)
+        content = out.getvalue()
+    client = api_client(alice)
+    response = client.upload(matter.pk, f"{kind}.pdf", content)
+    assert response.status_code == 201  # accepted at upload, judged by the stage
+    job = job_of(response)
+    ran = worker()
+    body = status_of(client, job)
+    assert body["status"] == "FAILED" and body["error_code"] == code
+    assert body["retry_count"] == 0 and body["next_attempt_at"] is None
+    assert ran == 1  # no automatic retry was enqueued
+    assert "Traceback" not in body["error"] and len(body["error"]) > 20
+    # The worker survived and still works.
+    good = job_of(client.upload(matter.pk, "fine.pdf", make_pdf(["Fine."])))
+    worker()
+    assert status_of(client, good)["status"] == "COMPLETED"
+
+
+def test_a_rerun_skips_pages_already_extracted(
+    api_client: Any, alice: Any, matter: Any, worker: Any
+) -> None:
+    """A retry resumes: finished pages keep their rows and are not read again."""
+    from processing import lifecycle
+    from processing.errors import InternalError
+
+    client = api_client(alice)
+    job = job_of(client.upload(matter.pk, "long.pdf", make_pdf([f"Page {n}" for n in range(1, 9)])))
+    # First attempt got through 3 pages, then the worker's stage failed.
+    job.refresh_from_db()
+    started = lifecycle.begin_stage(job.id, job.dispatch_id)
+    assert started is not None
+    _, run = started
+    for number in (1, 2, 3):
+        DocumentPage.objects.create(document=job.document, page_number=number, text=f"kept {number}")
+    lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), done=3, total=8)
+    job.refresh_from_db()
+    assert job.status == "QUEUED" and job.retry_count == 1
+    # Run the scheduled retry now rather than waiting out the backoff.
+    from processing.dispatch import enqueue_stage
+
+    enqueue_stage(job.id, job.dispatch_id, job.queue_name)
+    worker()
+    job.refresh_from_db()
+    assert job.status == "COMPLETED" and job.error_code is None
+    rows = DocumentPage.objects.filter(document=job.document).order_by("page_number")
+    assert rows.count() == 8
+    assert [r.text for r in rows[:3]] == ["kept 1", "kept 2", "kept 3"]  # not redone
+    assert "Page 4" in rows[3].text
+    runs = list(StageRun.objects.filter(job=job).values_list("status", "items_done", "items_total"))
+    assert runs == [("FAILED", 3, 8), ("COMPLETED", 8, 8)]
+
+
+def test_production_worker_process_completes_a_job(
+    api_client: Any, alice: Any, matter: Any
+) -> None:
+    """The Procfile's worker (forking RQ worker via django-rq) runs the pipeline."""
+    client = api_client(alice)
+    job = job_of(client.upload(matter.pk, "brief.pdf", make_pdf(["Brief one.", "Brief two."])))
+    env = {
+        **os.environ,
+        "DATABASE_URL": _database_url_of_this_test(),
+        "MEDIA_ROOT": str(Path(job.document.file.path).parents[3]),
+    }
+    result = subprocess.run(
+        [sys.executable, "manage.py", "rqworker", "high", "default", "low", "--burst"],
+        cwd=Path(__file__).resolve().parent.parent,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    body = status_of(client, job)
+    assert body["status"] == "COMPLETED" and body["page_count"] == 2
+
+
+def _database_url_of_this_test() -> str:
+    params = connection.get_connection_params()
+    settings = connection.settings_dict
+    from urllib.parse import quote
+
+    host = quote(str(params.get("host") or settings["HOST"] or ""), safe="")
+    port = params.get("port") or settings.get("PORT") or ""
+    user = quote(settings["USER"] or "postgres", safe="")
+    password = settings.get("PASSWORD") or ""
+    auth = f"{user}:{quote(password, safe='')}" if password else user
+    return f"postgres://{auth}@{host}{':' + str(port) if port else ''}/{settings['NAME']}"
