@@ -171,7 +171,6 @@ if TESTING:
     MEDIA_ROOT = Path(os.environ.get("MEDIA_ROOT", DATA_DIR / "test-media"))
 
 
-
 def with_redis_db(url: str, db: int) -> str:
     """``url`` pointing at database ``db`` (for redis:// a path, for unix:// a query)."""
     if db < 0:

@@ -41,8 +41,17 @@ class StageRunInline(admin.TabularInline):
     extra = 0
     can_delete = False
     fields = [
-        "stage", "attempt", "status", "items_done", "items_total", "started_at", "finished_at",
-        "worker", "error_code", "error_message", "error_detail",
+        "stage",
+        "attempt",
+        "status",
+        "items_done",
+        "items_total",
+        "started_at",
+        "finished_at",
+        "worker",
+        "error_code",
+        "error_message",
+        "error_detail",
     ]
     readonly_fields = fields
 
@@ -85,8 +94,15 @@ def _lifecycle_action(
 @admin.register(ProcessingJob)
 class ProcessingJobAdmin(admin.ModelAdmin):
     list_display = [
-        "document", "matter", "job_type", "status", "current_stage", "progress", "retry_count",
-        "error_code", "created_at",
+        "document",
+        "matter",
+        "job_type",
+        "status",
+        "current_stage",
+        "progress",
+        "retry_count",
+        "error_code",
+        "created_at",
     ]
     list_filter = ["status", "job_type", "matter", "error_code", "queue_name"]
     search_fields = ["id", "document__original_name", "matter__name", "error_code"]

@@ -53,7 +53,10 @@ def enqueue_stage(
         logger.warning(
             "Could not enqueue job %s (dispatch %s) on %s: Redis unreachable; "
             "recovery will re-enqueue it from the database.",
-            job_id, dispatch_id, queue_name, exc_info=True,
+            job_id,
+            dispatch_id,
+            queue_name,
+            exc_info=True,
         )
         return False
     return True

@@ -81,7 +81,9 @@ class WorkerLost(TransientError):
     """The worker running the stage died or stopped heartbeating."""
 
     code = "WORKER_LOST"
-    default_message = "The worker processing this document stopped unexpectedly. It will be retried."
+    default_message = (
+        "The worker processing this document stopped unexpectedly. It will be retried."
+    )
 
 
 class InternalError(TransientError):

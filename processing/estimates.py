@@ -72,9 +72,7 @@ def queue_position(job: ProcessingJob) -> int | None:
     return ahead + 1
 
 
-def eta_seconds(
-    job: ProcessingJob, *, now: datetime, position: int | None = None
-) -> int | None:
+def eta_seconds(job: ProcessingJob, *, now: datetime, position: int | None = None) -> int | None:
     """Seconds until the job is expected to finish, or None when there is no basis."""
     if job.status not in (JobStatus.QUEUED, JobStatus.PROCESSING):
         return None
@@ -128,5 +126,3 @@ def _worker_count() -> int:
 def estimated_completion(eta: int | None, now: datetime) -> datetime | None:
     """The wall-clock time ``eta`` seconds from ``now``."""
     return None if eta is None else now + timedelta(seconds=eta)
-
-

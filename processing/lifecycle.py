@@ -223,9 +223,7 @@ def begin_stage(
         job.items_done = job.items_total = 0
         job.next_attempt_at = None
         _save(job, *fields)
-        attempt = (
-            StageRun.objects.filter(job=job, stage=job.current_stage).count() + 1
-        )
+        attempt = StageRun.objects.filter(job=job, stage=job.current_stage).count() + 1
         stage_run = StageRun.objects.create(
             job=job,
             stage=job.current_stage,
@@ -277,7 +275,12 @@ def still_running(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> bool
 
 
 def _end_stage_run(
-    stage_run: StageRun, target: str, *, done: int, total: int, error: StageError | None = None,
+    stage_run: StageRun,
+    target: str,
+    *,
+    done: int,
+    total: int,
+    error: StageError | None = None,
     detail: str = "",
 ) -> None:
     check_stage_transition(stage_run.status, target)
@@ -324,8 +327,16 @@ def complete_stage(
             now = timezone.now()
             job.progress, job.completed_at, job.finished_at = 100, now, now
             _save(
-                job, "status", "progress", "completed_at", "finished_at", "items_done",
-                "items_total", "error", "error_code", "error_detail",
+                job,
+                "status",
+                "progress",
+                "completed_at",
+                "finished_at",
+                "items_done",
+                "items_total",
+                "error",
+                "error_code",
+                "error_detail",
             )
             Document.objects.filter(pk=job.document_id).update(
                 processing_state=ProcessingState.PROCESSED
@@ -338,8 +349,16 @@ def complete_stage(
             job.items_done = job.items_total = 0
             _dispatch(job)
             _save(
-                job, "progress", "current_stage", "stage_index", "items_done", "items_total",
-                "dispatch_id", "error", "error_code", "error_detail",
+                job,
+                "progress",
+                "current_stage",
+                "stage_index",
+                "items_done",
+                "items_total",
+                "dispatch_id",
+                "error",
+                "error_code",
+                "error_detail",
             )
     return job
 
@@ -384,20 +403,40 @@ def fail_stage(
             job.enqueued_at = job.next_attempt_at
             _dispatch(job, when=job.next_attempt_at)
             _save(
-                job, "status", "error", "error_code", "error_detail", "items_done",
-                "items_total", "auto_retries", "retry_count", "next_attempt_at", "enqueued_at",
+                job,
+                "status",
+                "error",
+                "error_code",
+                "error_detail",
+                "items_done",
+                "items_total",
+                "auto_retries",
+                "retry_count",
+                "next_attempt_at",
+                "enqueued_at",
                 "dispatch_id",
             )
             _audit(
-                job, "retry_scheduled", None, from_status=previous, error_code=error.code,
-                delay_seconds=round(delay, 1), attempt=job.auto_retries,
+                job,
+                "retry_scheduled",
+                None,
+                from_status=previous,
+                error_code=error.code,
+                delay_seconds=round(delay, 1),
+                attempt=job.auto_retries,
             )
         else:
             previous = _set_status(job, JobStatus.FAILED)
             job.finished_at = timezone.now()
             _save(
-                job, "status", "error", "error_code", "error_detail", "items_done",
-                "items_total", "finished_at",
+                job,
+                "status",
+                "error",
+                "error_code",
+                "error_detail",
+                "items_done",
+                "items_total",
+                "finished_at",
             )
             _audit(job, "failed", None, from_status=previous, error_code=error.code)
     return job
@@ -428,8 +467,17 @@ def retry(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
         job.enqueued_at = timezone.now()
         _dispatch(job)
         _save(
-            job, "status", "retry_count", "auto_retries", "error", "error_code", "error_detail",
-            "next_attempt_at", "finished_at", "enqueued_at", "dispatch_id",
+            job,
+            "status",
+            "retry_count",
+            "auto_retries",
+            "error",
+            "error_code",
+            "error_detail",
+            "next_attempt_at",
+            "finished_at",
+            "enqueued_at",
+            "dispatch_id",
         )
         _audit(job, "retried", by, from_status=previous, stage=job.current_stage)
     return job
@@ -488,4 +536,3 @@ def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
         _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
         _audit(job, "prioritized", by, from_status=JobStatus.QUEUED)
     return job
-

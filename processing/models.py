@@ -10,6 +10,8 @@ from __future__ import annotations
 import uuid
 
 from django.conf import settings
+from django.contrib.postgres.indexes import GinIndex
+from django.contrib.postgres.search import SearchVectorField
 from django.db import models
 from django.db.models import Q
 from django.utils import timezone
@@ -281,6 +283,20 @@ class DocumentPage(models.Model):
     text = models.TextField(blank=True, default="")
     char_count = models.IntegerField(default=0)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.TEXT_LAYER)
+    ocr_status = models.CharField(
+        max_length=16,
+        blank=True,
+        default="",
+        help_text="The ocr stage's checkpoint: '' (not looked at yet), 'not_needed', "
+        "'recognised' or 'failed' (with ocr_note saying why).",
+    )
+    ocr_confidence = models.FloatField(
+        null=True, blank=True, help_text="Mean word confidence, 0-100."
+    )
+    ocr_note = models.CharField(max_length=500, blank=True, default="")
+    entities_done = models.BooleanField(
+        default=False, help_text="The entities stage's checkpoint for this page."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -291,6 +307,78 @@ class DocumentPage(models.Model):
 
     def __str__(self) -> str:
         return f"{self.document} p.{self.page_number}"
+
+
+class DocumentChunk(models.Model):
+    """A passage of a document's text, with its page span: what search finds.
+
+    Written by the ``chunk`` stage under a unique (document, index) key; the
+    ``index`` stage fills ``search_vector`` (its checkpoint: non-null).
+    """
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="chunks")
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="chunks")
+    index = models.PositiveIntegerField(help_text="0-based position in the document.")
+    text = models.TextField()
+    page_start = models.PositiveIntegerField()
+    page_end = models.PositiveIntegerField()
+    char_start = models.PositiveIntegerField(default=0, help_text="Offset in page_start's text.")
+    search_vector = SearchVectorField(null=True, blank=True)
+    language = models.CharField(max_length=32, default="english")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["document", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["document", "index"], name="chunk_unique_index")
+        ]
+        indexes = [
+            GinIndex(fields=["search_vector"], name="chunk_search_gin"),
+            models.Index(fields=["matter"], name="chunk_matter"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.document} chunk {self.index} (pp. {self.page_start}-{self.page_end})"
+
+
+class Entity(models.Model):
+    """A date, amount, email, phone number or case citation found on a page."""
+
+    class Kind(models.TextChoices):
+        """What sort of thing was found."""
+
+        DATE = "date", "Date"
+        """A calendar date; ``value`` is ISO 8601."""
+        MONEY = "money", "Money"
+        """An amount with its currency; ``value`` is like ``USD 1200.00``."""
+        EMAIL = "email", "Email address"
+        """``value`` is lower-cased."""
+        PHONE = "phone", "Phone number"
+        """``value`` is digits with a leading + where known."""
+        CITATION = "citation", "Case citation"
+        """A U.S. case citation (eyecite); ``value`` is its corrected form."""
+
+    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="entities")
+    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="entities")
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    text = models.CharField(max_length=500, help_text="As it appears in the page.")
+    value = models.CharField(max_length=500, help_text="Normalised.")
+    page_number = models.PositiveIntegerField()
+    start = models.PositiveIntegerField(help_text="Character offset in the page's text.")
+    end = models.PositiveIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["document", "page_number", "start"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["document", "page_number", "kind", "start"], name="entity_unique_place"
+            )
+        ]
+        indexes = [models.Index(fields=["matter", "kind"], name="entity_matter_kind")]
+
+    def __str__(self) -> str:
+        return f"{self.kind}: {self.value} (p. {self.page_number})"
 
 
 class ApiToken(models.Model):

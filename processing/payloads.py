@@ -117,12 +117,19 @@ def job_detail_payload(job: ProcessingJob) -> dict[str, Any]:
     return data
 
 
-def matter_payload(matter: Matter, role: str, counts: dict[str, int]) -> dict[str, Any]:
-    """The matter object: ``role`` is the caller's, ``counts`` its jobs by status."""
+def matter_payload(
+    matter: Matter, role: str, counts: dict[str, int], ready: dict[str, int] | None = None
+) -> dict[str, Any]:
+    """The matter object: ``role`` is the caller's, ``counts`` its jobs by status.
+
+    ``ready`` is what :func:`processing.selectors.matter_ready_counts` gives for it.
+    """
+    ready = ready or {}
     return {
         "id": str(matter.id),
         "name": matter.name,
         "role": role,
         "created_at": iso(matter.created_at),
         "counts": {status: counts.get(status, 0) for status in JobStatus.values},
+        "ready": {key: ready.get(key, 0) for key in ("documents", "pages", "entities")},
     }

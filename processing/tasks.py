@@ -42,7 +42,9 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         return "stale"
     job, stage_run = started
     stage = get_pipeline(job.job_type).stage(job.current_stage)
-    ctx = StageContext(job=job, stage_run=stage_run, document=job.document, dispatch_id=job.dispatch_id)
+    ctx = StageContext(
+        job=job, stage_run=stage_run, document=job.document, dispatch_id=job.dispatch_id
+    )
     error: StageError
     detail = ""
     try:
@@ -70,7 +72,12 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         )
         return "completed"
     lifecycle.fail_stage(
-        job_id, stage_run.id, dispatch_id, error, detail=detail,
-        done=ctx.items_done, total=ctx.items_total,
+        job_id,
+        stage_run.id,
+        dispatch_id,
+        error,
+        detail=detail,
+        done=ctx.items_done,
+        total=ctx.items_total,
     )
     return "failed"

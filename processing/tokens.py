@@ -28,9 +28,7 @@ def user_for_token(raw: str) -> Any | None:
     """The active user a raw token belongs to, or None."""
     if not raw or len(raw) > 200:
         return None
-    token = (
-        ApiToken.objects.select_related("user").filter(key_hash=_hash(raw.strip())).first()
-    )
+    token = ApiToken.objects.select_related("user").filter(key_hash=_hash(raw.strip())).first()
     if token is None or not token.user.is_active:
         return None
     now = timezone.now()

@@ -119,9 +119,7 @@ def _quick_page_count(document: Document) -> int | None:
     if document.content_type != "application/pdf":
         return None
     try:
-        with open_document(
-            document.file.path, document.content_type, max_pages=10**9
-        ) as reader:
+        with open_document(document.file.path, document.content_type, max_pages=10**9) as reader:
             return reader.page_count
     except StageError:
         return None

@@ -1,4 +1,4 @@
-"""HTML pages: matters, a matter with its upload form and jobs, a job, a document."""
+"""HTML pages: matters, a matter with its upload form and jobs, a job, a document, search."""
 
 from __future__ import annotations
 
@@ -10,9 +10,10 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from processing import selectors
-from processing.models import Document, Matter, Membership, Role
+from processing.models import Document, DocumentPage, Matter, Membership, Role
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, role_allows, role_on
+from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
 from processing.uploads import UploadRejected, accept_upload
 
 
@@ -38,7 +39,9 @@ def matter_list(request: HttpRequest) -> HttpResponse:
                 Membership.objects.create(matter=matter, user=request.user, role=Role.OWNER)
             return redirect("matter-detail", matter_id=matter.pk)
     memberships = (
-        Membership.objects.filter(user=request.user).select_related("matter").order_by("matter__name")
+        Membership.objects.filter(user=request.user)
+        .select_related("matter")
+        .order_by("matter__name")
     )
     counts = selectors.matter_status_counts([m.matter_id for m in memberships])
     rows = [(m.matter, m.role, counts[m.matter_id]) for m in memberships]
@@ -58,7 +61,26 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
             "role": role,
             "can_upload": role_allows(role, Action.UPLOAD),
             "jobs": [job_payload(j) for j in jobs],
+            "ready": selectors.matter_ready_counts([matter.pk])[matter.pk],
         },
+    )
+
+
+@login_required
+def matter_search(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """Full-text search over one matter's documents: hits with page and highlighted snippet."""
+    matter, _role = _matter_or_404(request, matter_id)
+    q = request.GET.get("q", "").strip()
+    hits, problem = [], ""
+    if q:
+        try:
+            hits = search_matter(matter, q, limit=50)
+        except (InvalidSearchQuery, InvalidSearchLanguage) as exc:
+            problem = getattr(exc, "message", str(exc))
+    return render(
+        request,
+        "processing/search_results.html",
+        {"matter": matter, "q": q, "hits": hits, "problem": problem},
     )
 
 
@@ -91,7 +113,7 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
 
 @login_required
 def document_detail(request: HttpRequest, document_id: str) -> HttpResponse:
-    """A processed document: its pages' text and a link back to its job."""
+    """A processed document: its pages' text (and which came from OCR), its entities, its job."""
     parsed = selectors.parse_id(document_id)
     document = (
         Document.objects.filter(pk=parsed, matter__memberships__user=request.user)
@@ -103,8 +125,19 @@ def document_detail(request: HttpRequest, document_id: str) -> HttpResponse:
     if document is None:
         raise Http404("No such document.")
     job = document.jobs.order_by("-created_at").first()
+    pages = list(
+        document.pages.order_by("page_number").only(
+            "page_number", "text", "source", "ocr_status", "ocr_confidence", "ocr_note"
+        )
+    )
     return render(
         request,
         "processing/document_detail.html",
-        {"document": document, "pages": document.pages.all(), "job": job},
+        {
+            "document": document,
+            "pages": pages,
+            "ocr_pages": sum(1 for p in pages if p.source == DocumentPage.Source.OCR),
+            "entity_groups": selectors.entities_by_kind(document),
+            "job": job,
+        },
     )

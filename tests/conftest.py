@@ -160,8 +160,12 @@ def make_pdf(pages: list[str]) -> bytes:
     return bytes(pdf.output())
 
 
-def make_docx(paragraphs: list[str], *, table: list[list[str]] | None = None,
-              page_break_after: int | None = None) -> bytes:
+def make_docx(
+    paragraphs: list[str],
+    *,
+    table: list[list[str]] | None = None,
+    page_break_after: int | None = None,
+) -> bytes:
     """A DOCX with the given paragraphs, optionally a table and a page break."""
     import docx
     from docx.enum.text import WD_BREAK

@@ -82,7 +82,9 @@ def matches(outcome: Outcome, result: dict[str, Any]) -> bool:
     pages = result["pages"]
     if outcome.pages is None:
         return True
-    return pages is not None and (pages >= outcome.pages if outcome.at_least else pages == outcome.pages)
+    return pages is not None and (
+        pages >= outcome.pages if outcome.at_least else pages == outcome.pages
+    )
 
 
 def search_finds(client: Any, matter_id: Any, word: str, document_id: str) -> bool | None:

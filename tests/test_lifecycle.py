@@ -33,8 +33,14 @@ def queued_rq_ids() -> list[str]:
 @pytest.fixture
 def document(matter: Any, alice: Any) -> Document:
     return Document.objects.create(
-        matter=matter, uploaded_by=alice, original_name="a.pdf", file="x/a.pdf",
-        content_type="application/pdf", size=100, sha256="0" * 64, page_count=3,
+        matter=matter,
+        uploaded_by=alice,
+        original_name="a.pdf",
+        file="x/a.pdf",
+        content_type="application/pdf",
+        size=100,
+        sha256="0" * 64,
+        page_count=3,
     )
 
 
@@ -51,14 +57,14 @@ def begin(job: ProcessingJob) -> tuple[ProcessingJob, StageRun]:
 
 
 def test_declared_graph_matches_the_contract() -> None:
-    assert JOB_TRANSITIONS == {
+    assert {
         "QUEUED": {"PROCESSING", "CANCELLED"},
         "PROCESSING": {"QUEUED", "COMPLETED", "FAILED", "CANCELLED"},
         "FAILED": {"QUEUED", "SKIPPED"},
         "COMPLETED": set(),
         "CANCELLED": set(),
         "SKIPPED": set(),
-    }
+    } == JOB_TRANSITIONS
     for current, targets in JOB_TRANSITIONS.items():
         for target in JobStatus.values:
             if target in targets:
@@ -103,7 +109,9 @@ def test_queued_to_processing_to_completed(job: ProcessingJob) -> None:
     assert run.status == StageStatus.COMPLETED and run.items_done == 3
     assert Document.objects.get(pk=job.document_id).processing_state == "PROCESSED"
     assert list(AuditEvent.objects.filter(job=job).values_list("action", flat=True)) == [
-        "created", "started", "completed",
+        "created",
+        "started",
+        "completed",
     ]
 
 
@@ -156,7 +164,9 @@ def test_cancel_queued_and_processing(document: Document, alice: Any) -> None:
     running, run = begin(running)
     lifecycle.cancel(running, by=alice)
     assert not lifecycle.still_running(running.id, running.dispatch_id)
-    assert lifecycle.complete_stage(running.id, run.id, running.dispatch_id, done=1, total=3) is None
+    assert (
+        lifecycle.complete_stage(running.id, run.id, running.dispatch_id, done=1, total=3) is None
+    )
     run.refresh_from_db()
     assert run.status == StageStatus.SKIPPED
     assert ProcessingJob.objects.get(pk=running.pk).status == JobStatus.CANCELLED
@@ -193,7 +203,9 @@ def test_forbidden_transitions_raise_and_change_nothing(
     assert caught.value.current == reach
     after = ProcessingJob.objects.get(pk=job.pk)
     assert (after.status, after.updated_at, after.retry_count) == (
-        before.status, before.updated_at, before.retry_count,
+        before.status,
+        before.updated_at,
+        before.retry_count,
     )
 
 
@@ -203,8 +215,13 @@ def test_prioritize_moves_to_front_of_high(document: Document, alice: Any) -> No
     first = lifecycle.create_job(document, by=alice)
     second = lifecycle.create_job(document, by=alice)
     small = Document.objects.create(
-        matter=document.matter, original_name="s.pdf", file="x/s.pdf",
-        content_type="application/pdf", size=10, sha256="1" * 64, page_count=1,
+        matter=document.matter,
+        original_name="s.pdf",
+        file="x/s.pdf",
+        content_type="application/pdf",
+        size=10,
+        sha256="1" * 64,
+        page_count=1,
     )
     waiting_high = lifecycle.create_job(small, by=alice)
     second = lifecycle.prioritize(second, by=alice)

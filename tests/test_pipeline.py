@@ -58,7 +58,9 @@ def test_docx_with_a_table_completes(api_client: Any, alice: Any, matter: Any, w
     worker()
     body = status_of(client, job)
     assert body["status"] == "COMPLETED" and body["page_count"] == 2
-    text = " ".join(DocumentPage.objects.filter(document=job.document).values_list("text", flat=True))
+    text = " ".join(
+        DocumentPage.objects.filter(document=job.document).values_list("text", flat=True)
+    )
     assert "Memorandum of understanding" in text and "Acme Corp" in text and "$1,200" in text
 
 
@@ -66,7 +68,9 @@ def test_latin1_text_completes_with_its_accents(
     api_client: Any, alice: Any, matter: Any, worker: Any
 ) -> None:
     client = api_client(alice)
-    content = "Déclaration du témoin: la façade était endommagée, reçu à Genève.\n".encode("latin-1")
+    content = "Déclaration du témoin: la façade était endommagée, reçu à Genève.\n".encode(
+        "latin-1"
+    )
     job = job_of(client.upload(matter.pk, "statement.txt", content * 20))
     worker()
     assert status_of(client, job)["status"] == "COMPLETED"
@@ -142,7 +146,9 @@ def test_a_rerun_skips_pages_already_extracted(
     assert started is not None
     _, run = started
     for number in (1, 2, 3):
-        DocumentPage.objects.create(document=job.document, page_number=number, text=f"kept {number}")
+        DocumentPage.objects.create(
+            document=job.document, page_number=number, text=f"kept {number}"
+        )
     lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), done=3, total=8)
     job.refresh_from_db()
     assert job.status == "QUEUED" and job.retry_count == 1

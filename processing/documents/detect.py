@@ -21,6 +21,7 @@ from functools import cache
 from typing import BinaryIO
 
 import charset_normalizer
+from charset_normalizer.constant import FREQUENCIES
 
 PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
@@ -153,15 +154,20 @@ def _zip_kind(entries: Iterator[tuple[str, bytes | None]]) -> str | None:
     return DOCX if has_word_part else None
 
 
+_WORD_MAIN_TYPES = re.compile(
+    rb"application/vnd\.(?:openxmlformats-officedocument\.wordprocessingml\.|ms-word\.)"
+    rb"[\w.]*main\+xml"
+)
+
+
 def _declared_main_content_type(content_types_xml: bytes) -> str | None:
-    """The content type [Content_Types].xml gives to /word/document.xml, if any."""
-    for match in re.finditer(rb"<Override\b[^>]*>", content_types_xml):
-        tag = match.group(0)
-        part = re.search(rb'PartName\s*=\s*["\']([^"\']*)', tag)
-        kind = re.search(rb'ContentType\s*=\s*["\']([^"\']*)', tag)
-        if part and kind and part.group(1).lower() == b"/word/document.xml":
-            return kind.group(1).decode("ascii", "replace").strip()
-    return None
+    """The Word main-document content type [Content_Types].xml declares, if any.
+
+    Found by type, not by part name: a few generators call the main part
+    ``word/document2.xml``, which python-docx opens through the relationships.
+    """
+    declared = _WORD_MAIN_TYPES.search(content_types_xml)
+    return declared.group(0).decode("ascii") if declared else None
 
 
 def _central_zip_entries(archive: zipfile.ZipFile) -> Iterator[tuple[str, bytes | None]]:
@@ -290,10 +296,14 @@ def detect_text_encoding(data: bytes) -> str | None:
     has_nul = b"\x00" in data
     if not has_nul and b"\x1b" not in data and _is_utf8(data):  # ESC: maybe 7-bit ISO-2022
         return "utf-8"
+    if not has_nul and b"\x1b" not in data and _is_damaged_utf8(data):
+        return "utf-8"
     utf16 = _bomless_utf16(data)
     if utf16:
         return utf16
     sample = _trim_sample(data)
+    if has_nul:  # maybe UTF-16/32: whole code units only
+        sample = sample[: len(sample) - len(sample) % 4]
     proposed = [m.encoding for m in charset_normalizer.from_bytes(sample)]
     wide = [e for e in proposed if e.startswith(("utf_16", "utf_32"))]
     if has_nul:  # only UTF-16/32 text has NULs; anything else with them is binary
@@ -315,6 +325,19 @@ def _is_utf8(data: bytes) -> bool:
     except UnicodeDecodeError as error:
         return error.reason == "unexpected end of data" and error.start >= len(data) - 3
     return True
+
+
+def _is_damaged_utf8(data: bytes) -> bool:
+    """UTF-8 with a few bad bytes (a stray Latin-1 character pasted in), decoded with �."""
+    text = data.decode("utf-8", errors="replace")
+    bad = text.count("\ufffd")
+    good = len(text) - len(text.encode("ascii", "ignore")) - bad
+    return mostly_utf8(bad=bad, good=good, total=len(text))
+
+
+def mostly_utf8(*, bad: int, good: int, total: int) -> bool:
+    """Whether text with ``bad`` undecodable and ``good`` non-ASCII UTF-8 characters is UTF-8."""
+    return good > 0 and good >= 8 * bad and bad * 200 <= total
 
 
 def _bomless_utf16(data: bytes) -> str | None:
@@ -339,11 +362,27 @@ def _bomless_utf16(data: bytes) -> str | None:
 
 
 def _trim_sample(data: bytes) -> bytes:
-    """Cut a long sample after its last line break, so no character is split."""
-    if len(data) < 4096:
+    """Cut a sample after its last newline or space, so no multi-byte character is split.
+
+    Those bytes are never part of a multi-byte character in the encodings we
+    detect. The cut is skipped when it would remove the only non-ASCII bytes:
+    a complete file whose one accented word is on its last line must keep it.
+    """
+    low = max(0, len(data) - 4096)
+    cut = max(data.rfind(b"\n", low), data.rfind(b" ", low)) + 1
+    if cut <= 0:
         return data
-    cut = data.rfind(b"\n", len(data) - 4096)
-    return data[: cut + 1] if cut > 0 else data
+    kept, dropped = data[:cut], data[cut:]
+    if _has_non_ascii(dropped) and _has_non_ascii(kept):
+        return kept
+    return data
+
+
+_NON_ASCII = re.compile(rb"[\x80-\xff\x1b]")  # ESC: ISO-2022 shifts
+
+
+def _has_non_ascii(data: bytes) -> bool:
+    return _NON_ASCII.search(data) is not None
 
 
 @cache
@@ -388,13 +427,14 @@ _POPULAR_CODE_PAGES = (
 )
 
 
-def _best_single_byte(sample: bytes, proposed: list[str]) -> str:
+def _best_single_byte(sample: bytes, proposed: list[str]) -> str | None:
     """Among the code pages that decode ``sample``, the one whose words read most naturally."""
     words = _non_ascii_words(sample)
     # Ties go to charset-normalizer's own order (it weighs letter frequencies),
     # then to the most common code page.
     candidates = list(dict.fromkeys([*proposed, *_POPULAR_CODE_PAGES]))
     scored: list[tuple[float, int, str]] = []
+    oddities: dict[str, float] = {}  # many code pages read the same words the same way
     for rank, encoding in enumerate(candidates):
         if not _is_single_byte(encoding):
             continue
@@ -402,19 +442,21 @@ def _best_single_byte(sample: bytes, proposed: list[str]) -> str:
             decoded = words.decode(encoding)
         except UnicodeDecodeError:
             continue
-        scored.append((round(_oddity(decoded), 3), rank, encoding))
+        if decoded not in oddities:
+            oddities[decoded] = round(_oddity(decoded), 3)
+        scored.append((oddities[decoded], rank, encoding))
     if not scored:
         return proposed[0]
     oddity, _, encoding = min(scored)
-    # Prose in its own code page scores under 0.1; random bytes read as any code
-    # page score 0.4 or more from 30 bytes on.
+    # Prose in its own code page scores under 0.15 (0.25 at worst: every accented
+    # letter a rare one); random bytes score over 0.6 from 100 bytes on.
     return encoding if oddity <= _MAX_ODDITY else None
 
 
-_MAX_ODDITY = 0.3
+_MAX_ODDITY = 0.4
 
 
-def _non_ascii_words(sample: bytes, limit: int = 8192) -> bytes:
+def _non_ascii_words(sample: bytes, limit: int = 3000) -> bytes:
     """The words of ``sample`` that contain non-ASCII bytes: the only ones that differ."""
     found = bytearray()
     for match in re.finditer(rb"[^\s]*[\x80-\xff][^\s]*", sample):
@@ -435,7 +477,8 @@ def _oddity(text: str) -> float:
     Counts, per non-ASCII character, the signs a wrong code page leaves: a capital
     inside a lower-case word ('составлЯли'), letters of two scripts in one word,
     symbols between letters ('c¶té'), control characters, and letters that are
-    not in the alphabet of the language the text most looks like ('naďve').
+    not in the alphabet of the language the text most looks like ('naďve'), and,
+    weighing less, letters that are rare in that language ('ŕ' for 'à').
     """
     non_ascii = 0
     odd = 0.0
@@ -460,8 +503,7 @@ def _oddity(text: str) -> float:
             elif category[0] == "C" or ch == "\ufffd":
                 odd += 3
             elif ch >= "\x80" and ch not in _TYPOGRAPHIC:
-                if not "\u2500" <= ch <= "\u259f":  # box drawing: DOS-era tables
-                    odd += 0.5
+                odd += 0.5
                 between_letters = (
                     0 < index < len(word) - 1
                     and word[index - 1].isalpha()
@@ -471,9 +513,14 @@ def _oddity(text: str) -> float:
                     odd += 1
             previous = ch
     if letters:
-        alphabet = max(_ALPHABETS, key=lambda a: sum(n for c, n in letters.items() if c in a))
-        odd += sum(n for c, n in letters.items() if c not in alphabet)
+        odd += _outside(letters, _ALPHABETS) + 0.25 * _outside(letters, _COMMON_LETTERS)
     return odd / max(non_ascii, 1)
+
+
+def _outside(letters: dict[str, int], alphabets: tuple[frozenset[str], ...]) -> int:
+    """How many of ``letters`` fall outside the one alphabet that holds most of them."""
+    best = max(alphabets, key=lambda alphabet: sum(n for c, n in letters.items() if c in alphabet))
+    return sum(n for c, n in letters.items() if c not in best)
 
 
 def _script(ch: str) -> str:
@@ -528,4 +575,11 @@ _ALPHABETS = tuple(
         "ءآأؤإئابةتثجحخدذرزسشصضطظعغفقكلمنهوىيپچژکگی",  # Arabic, Persian
         "".join(map(chr, range(0xE01, 0xE3B))) + "".join(map(chr, range(0xE40, 0xE4F))),  # Thai
     )
+)
+
+# The most frequent non-ASCII letters of each language charset-normalizer knows.
+_COMMON_LETTERS = tuple(
+    letters
+    for letters in (frozenset(c for c in chars if c >= "\x80") for chars in FREQUENCIES.values())
+    if letters
 )

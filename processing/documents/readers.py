@@ -30,6 +30,8 @@ import lxml.etree
 import lxml.html
 import pypdf
 import pypdfium2
+from docx.opc.constants import RELATIONSHIP_TYPE as RT
+from docx.oxml.parser import parse_xml
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
 from processing.documents.detect import (
@@ -39,6 +41,7 @@ from processing.documents.detect import (
     SNIFF_BYTES,
     TEXT,
     detect_text_encoding,
+    mostly_utf8,
 )
 from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 
@@ -65,7 +68,7 @@ def open_document(
     path.stat()  # a missing file is a storage problem, not a corrupt document
     budget = _TextBudget(max_text_bytes)
     if content_type == PDF:
-        reader: DocumentReader = _open_pdf(path, max_pages, budget)
+        reader: DocumentReader = _open_pdf(path, budget)
     elif content_type == DOCX:
         reader = _DocxReader(path, budget)
     elif content_type == TEXT:
@@ -121,10 +124,10 @@ class _TextBudget:
         self._counted: dict[int, int] = {}
         self._total = 0
 
-    def charge_bytes(self, size: int) -> None:
-        """Fail if ``size`` bytes of input alone are over the limit."""
+    def charge_bytes(self, size: int, what: str) -> None:
+        """Fail if ``size`` bytes of input (``what``) alone are over the limit."""
         if self.limit is not None and size > self.limit:
-            raise DocumentTooComplex(detail=f"{size} bytes of text; the limit is {self.limit}")
+            raise DocumentTooComplex(detail=f"{size} bytes of {what}; the limit is {self.limit}")
 
     def charge_page(self, index: int, text: str) -> str:
         """Count a page's text (once) and return it; fail when the total is over the limit."""
@@ -153,7 +156,7 @@ def _clean(text: str) -> str:
 _PASSWORD_ERRORS = {pypdfium2.raw.FPDF_ERR_PASSWORD, pypdfium2.raw.FPDF_ERR_SECURITY}
 
 
-def _open_pdf(path: Path, max_pages: int, budget: _TextBudget) -> DocumentReader:
+def _open_pdf(path: Path, budget: _TextBudget) -> DocumentReader:
     """pdfium first (fast, streams, right on CJK); pypdf when pdfium cannot load the file."""
     try:
         pdf = pypdfium2.PdfDocument(str(path))
@@ -336,7 +339,7 @@ def _check_zip_size(path: Path, budget: _TextBudget) -> None:
             )
     except (zipfile.BadZipFile, EOFError, ValueError) as error:
         raise CorruptDocument(detail=f"zip: {error}") from error
-    budget.charge_bytes(size)
+    budget.charge_bytes(size, "uncompressed XML")
 
 
 class _DocxPaginator:
@@ -353,6 +356,14 @@ class _DocxPaginator:
         self._pages: list[list[str]] = [[]]
         self._page_has_body = False
         self._seen_headers_footers: set[str] = set()
+        # Empty while the notes themselves are read (a note cannot cite a note).
+        self._notes: dict[str, dict[str, str]] = {"footnote": {}, "endnote": {}}
+        self._notes = {
+            "footnote": self._notes_text(RT.FOOTNOTES, "footnote"),
+            "endnote": self._notes_text(RT.ENDNOTES, "endnote"),
+        }
+        self._page_footnotes: list[str] = []
+        self._endnotes: list[str] = []
         self._break_before_styles, self._default_style = _page_break_styles(document)
 
     def pages(self) -> list[str]:
@@ -360,6 +371,8 @@ class _DocxPaginator:
         self._headers_footers("header")
         self._blocks(self._body)
         self._headers_footers("footer")
+        self._flush_footnotes()
+        self._pages[-1].extend(self._endnotes)
         texts = [_tidy_lines("\n".join(lines)) for lines in self._pages]
         while len(texts) > 1 and not texts[-1].strip():
             texts.pop()
@@ -372,6 +385,7 @@ class _DocxPaginator:
     def _new_page(self, *, even_if_empty: bool) -> None:
         """Start a page; a page-break-before or a section start on a fresh page adds none."""
         if even_if_empty or self._page_has_body:
+            self._flush_footnotes()
             self._pages.append([])
             self._page_has_body = False
 
@@ -425,6 +439,11 @@ class _DocxPaginator:
                 parts.append("\n")
             elif tag == f"{_W}noBreakHyphen":
                 parts.append("-")
+            elif tag in (f"{_W}footnoteReference", f"{_W}endnoteReference"):
+                kind = "footnote" if tag == f"{_W}footnoteReference" else "endnote"
+                note = self._notes[kind].get(child.get(f"{_W}id", ""))
+                if note:
+                    (self._page_footnotes if kind == "footnote" else self._endnotes).append(note)
             elif tag == f"{_W}txbxContent":  # a text box: its paragraphs on their own lines
                 parts.append("\n" + self._story_text(child) + "\n")
             else:
@@ -460,6 +479,23 @@ class _DocxPaginator:
             if style_ref is not None:
                 style = style_ref.get(f"{_W}val")
         return style in self._break_before_styles
+
+    def _flush_footnotes(self) -> None:
+        """Footnotes go at the foot of the page that refers to them, as in print."""
+        self._pages[-1].extend(self._page_footnotes)
+        self._page_footnotes = []
+
+    def _notes_text(self, relationship: str, kind: str) -> dict[str, str]:
+        """Footnote or endnote id -> text (separator notes left out)."""
+        for rel in self._document.part.rels.values():
+            if rel.reltype == relationship and not rel.is_external:
+                root = parse_xml(rel.target_part.blob)
+                return {
+                    note.get(f"{_W}id", ""): self._story_text(note)
+                    for note in root.iterfind(f"{_W}{kind}")
+                    if note.get(f"{_W}type") in (None, "normal")
+                }
+        return {}
 
     def _headers_footers(self, kind: str) -> None:
         """Emit this section's headers (or footers) whose text has not appeared before."""
@@ -543,7 +579,7 @@ class _TextReader(DocumentReader):
         self._file = open(path, "rb")  # noqa: SIM115 - held open until close()
         try:
             size = path.stat().st_size
-            budget.charge_bytes(size)
+            budget.charge_bytes(size, "text")
             head = self._file.read(SNIFF_BYTES)
             encoding, start = _text_codec(head)
             self.encoding = self._validated(encoding, start)
@@ -557,15 +593,18 @@ class _TextReader(DocumentReader):
         """The encoding, re-detected if a later part of the file does not decode in it.
 
         Detection sees only the head; an English file with one accented word past
-        it may be Latin-1 rather than the UTF-8 the head suggested.
+        it may be Latin-1 rather than the UTF-8 the head suggested. A UTF-8 file
+        with a few stray bytes stays UTF-8 (they read as �).
         """
         position = _first_decode_error(self._file, encoding, start)
         if position is None:
             return encoding
+        if encoding == "utf_8" and _mostly_utf8_file(self._file, start):
+            return encoding
         if _unit(encoding) == 1:
             self._file.seek(max(start, position - SNIFF_BYTES // 2))
             window = self._file.read(SNIFF_BYTES)
-            retry = detect_text_encoding(window.split(b"\n", 1)[-1].rsplit(b"\n", 1)[0])
+            retry = detect_text_encoding(_from_line_start(window))
             if retry and _first_decode_error(self._file, _codec_name(retry), start) is None:
                 return _codec_name(retry)
         logger.info("text does not decode cleanly as %s; bad bytes are replaced", encoding)
@@ -582,6 +621,12 @@ class _TextReader(DocumentReader):
         self._file.close()
 
 
+def _from_line_start(window: bytes) -> bytes:
+    """A sample cut out of a file, starting after its first newline (no split character)."""
+    first, newline, rest = window.partition(b"\n")
+    return rest if newline and rest else window
+
+
 def _codec_name(encoding: str) -> str:
     return codecs.lookup(encoding).name.replace("-", "_")
 
@@ -592,11 +637,10 @@ def _text_codec(head: bytes) -> tuple[str, int]:
     name = _codec_name(encoding)
     if name == "utf_8_sig":
         return "utf_8", len(codecs.BOM_UTF8)
-    if name in ("utf_16", "utf_32"):  # detection says so only when there is a BOM
-        little = head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF32_LE))
-        if name == "utf_32":
-            little = head.startswith(codecs.BOM_UTF32_LE)
-        return f"{name}_{'le' if little else 'be'}", 4 if name == "utf_32" else 2
+    if name == "utf_16":  # detection says so only when there is a BOM
+        return ("utf_16_le" if head.startswith(codecs.BOM_UTF16_LE) else "utf_16_be"), 2
+    if name == "utf_32":
+        return ("utf_32_le" if head.startswith(codecs.BOM_UTF32_LE) else "utf_32_be"), 4
     if name == "ascii":
         return "utf_8", 0
     return name, 0
@@ -620,6 +664,22 @@ def _first_decode_error(file: Any, encoding: str, start: int) -> int | None:
         if not chunk:
             return None
         offset += len(chunk)
+
+
+def _mostly_utf8_file(file: Any, start: int) -> bool:
+    """Whether the file is UTF-8 apart from a few bad bytes (see :func:`mostly_utf8`)."""
+    decoder = codecs.getincrementaldecoder("utf_8")(errors="replace")
+    file.seek(start)
+    bad = good = total = 0
+    while True:
+        chunk = file.read(_CHUNK)
+        text = decoder.decode(chunk, final=not chunk)
+        damaged = text.count("\ufffd")
+        bad += damaged
+        good += len(text) - len(text.encode("ascii", "ignore")) - damaged
+        total += len(text)
+        if not chunk:
+            return mostly_utf8(bad=bad, good=good, total=total)
 
 
 def _page_offsets(file: Any, encoding: str, start: int, size: int) -> list[tuple[int, int]]:
@@ -731,7 +791,7 @@ class _HtmlReader(DocumentReader):
     page_count = 1
 
     def __init__(self, path: Path, budget: _TextBudget) -> None:
-        budget.charge_bytes(path.stat().st_size)
+        budget.charge_bytes(path.stat().st_size, "HTML")
         data = path.read_bytes()
         self.encoding = _html_encoding(data)
         text = data.decode(self.encoding, errors="replace")
@@ -746,7 +806,11 @@ class _HtmlReader(DocumentReader):
 
 
 def _html_encoding(data: bytes) -> str:
-    """BOM, then a ``<meta charset>`` that actually decodes the file, then detection."""
+    """BOM, then valid UTF-8, then a ``<meta charset>`` that decodes the file, then detection.
+
+    Valid UTF-8 beats the declaration because pages saved as UTF-8 with a stale
+    ``iso-8859-1`` meta are common, and legacy text is almost never valid UTF-8.
+    """
     for bom, name in (
         (codecs.BOM_UTF8, "utf_8_sig"),
         (codecs.BOM_UTF16_LE, "utf_16"),
@@ -754,25 +818,66 @@ def _html_encoding(data: bytes) -> str:
     ):
         if data.startswith(bom):
             return name
+    if _decodes(data, "utf_8"):
+        return "utf_8"
     declared = _META_CHARSET.search(data[:4096])
     if declared:
-        try:
-            name = _codec_name(declared.group(1).decode("ascii"))
-        except LookupError:
-            name = ""
-        # As browsers do: a meta tag cannot make ASCII-compatible bytes UTF-16, and
-        # "ISO-8859-1" / "ASCII" pages are really windows-1252.
-        name = {"latin_1": "cp1252", "iso8859_1": "cp1252", "ascii": "cp1252"}.get(name, name)
-        if name.startswith(("utf_16", "utf_32")):
-            name = "utf_8"
-        if name:
-            try:
-                data.decode(name)
-            except UnicodeDecodeError:
-                pass  # the declaration is wrong (it often is): detect instead
-            else:
-                return name
-    return _codec_name(detect_text_encoding(data[:SNIFF_BYTES]) or "utf-8")
+        name = _html_charset(declared.group(1).decode("ascii").lower())
+        if name and _decodes(data, name):
+            return name
+    name = _codec_name(detect_text_encoding(data[:SNIFF_BYTES]) or "utf-8")
+    try:
+        data.decode(name)
+    except UnicodeDecodeError as error:
+        # The head was plain ASCII; look where the first non-ASCII text really is.
+        window = data[max(0, error.start - SNIFF_BYTES // 2) : error.start + SNIFF_BYTES // 2]
+        retry = detect_text_encoding(_from_line_start(window))
+        if retry and _decodes(data, retry):
+            return _codec_name(retry)
+    return name
+
+
+# Labels browsers know that Python does not, or maps differently (WHATWG Encoding).
+_HTML_CHARSETS = {
+    "iso-8859-1": "cp1252",
+    "latin1": "cp1252",
+    "us-ascii": "cp1252",
+    "ascii": "cp1252",
+    "x-mac-cyrillic": "mac_cyrillic",
+    "x-mac-ukrainian": "mac_cyrillic",
+    "macintosh": "mac_roman",
+    "x-mac-roman": "mac_roman",
+    "windows-874": "cp874",
+    "tis-620": "cp874",
+    "shift_jis": "cp932",
+    "sjis": "cp932",
+    "x-sjis": "cp932",
+    "windows-31j": "cp932",
+    "euc-kr": "cp949",
+    "ks_c_5601-1987": "cp949",
+    "gb2312": "gbk",
+    "x-gbk": "gbk",
+    "iso-8859-8-i": "iso8859_8",
+}
+
+
+def _html_charset(label: str) -> str:
+    """The Python codec for a meta charset label, or '' if unknown or impossible."""
+    label = _HTML_CHARSETS.get(label, label)
+    try:
+        name = _codec_name(label)
+    except LookupError:
+        return ""
+    # A meta tag cannot make ASCII-compatible bytes UTF-16 (browsers read UTF-8).
+    return "utf_8" if name.startswith(("utf_16", "utf_32")) else name
+
+
+def _decodes(data: bytes, encoding: str) -> bool:
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 def _visible_text(markup: str) -> str:
@@ -785,33 +890,73 @@ def _visible_text(markup: str) -> str:
         root = lxml.html.document_fromstring(markup, parser=parser)
     except (lxml.etree.ParserError, ValueError):
         return ""
-    parts: list[str] = []
-    preformatted = 0
+    out = _VisibleText()
     walker = lxml.etree.iterwalk(root, events=("start", "end"))
     for event, element in walker:
         tag = element.tag.lower() if isinstance(element.tag, str) else ""
+        hidden = tag in _INVISIBLE or _is_hidden(element)
         if event == "start":
-            if tag in _INVISIBLE or _is_hidden(element):
+            if hidden:
                 walker.skip_subtree()
                 continue
-            if tag in _BLOCKS or tag == "br":
-                parts.append("\n")
+            if tag in _BLOCKS:
+                out.end_line()
+            elif tag == "br":
+                out.line_break()
             if tag == "pre":
-                preformatted += 1
-            if element.text:
-                parts.append(element.text if preformatted else _collapse(element.text))
+                out.preformatted += 1
+            out.add(element.text)
         else:
-            if tag in _INVISIBLE or _is_hidden(element):
-                pass
-            elif tag in _BLOCKS:
-                parts.append("\n")
+            if not hidden:
+                if tag in _BLOCKS:
+                    out.end_line()
+                elif tag in _CELLS:
+                    out.cell()
                 if tag == "pre":
-                    preformatted -= 1
-            elif tag in _CELLS:
-                parts.append("\t")
-            if element.tail:
-                parts.append(element.tail if preformatted else _collapse(element.tail))
-    return _tidy_html_lines("".join(parts))
+                    out.preformatted -= 1
+            out.add(element.tail)
+    return _tidy_lines(out.text())
+
+
+class _VisibleText:
+    """Collects rendered text: collapsed whitespace, one line per block, tabs between cells."""
+
+    def __init__(self) -> None:
+        self.parts: list[str] = []
+        self.preformatted = 0
+        self._at_line_start = True
+
+    def add(self, text: str | None) -> None:
+        if not text:
+            return
+        if not self.preformatted:
+            text = _WHITESPACE.sub(" ", text)
+            if self._at_line_start or (self.parts and self.parts[-1].endswith((" ", "\t"))):
+                text = text.lstrip(" ")
+            if not text:
+                return
+        self.parts.append(text)
+        self._at_line_start = text.endswith("\n")
+
+    def end_line(self) -> None:
+        """A block starts or ends: begin a new line unless one was just begun."""
+        if not self._at_line_start:
+            self.line_break()
+
+    def line_break(self) -> None:
+        if self.parts:
+            self.parts[-1] = self.parts[-1].rstrip(" \t")
+        self.parts.append("\n")
+        self._at_line_start = True
+
+    def cell(self) -> None:
+        if not self._at_line_start:
+            if self.parts:
+                self.parts[-1] = self.parts[-1].rstrip(" ")
+            self.parts.append("\t")
+
+    def text(self) -> str:
+        return "".join(self.parts)
 
 
 def _is_hidden(element: Any) -> bool:
@@ -826,12 +971,3 @@ _WHITESPACE = re.compile(r"\s+")
 
 def _collapse(text: str) -> str:
     return _WHITESPACE.sub(" ", text)
-
-
-def _tidy_html_lines(text: str) -> str:
-    """Cells joined by single tabs, no spaces at line edges, at most one blank line."""
-    lines = (_CELL_GAP.sub("\t", line).strip(" \t") for line in text.split("\n"))
-    return _tidy_lines("\n".join(lines))
-
-
-_CELL_GAP = re.compile(r" *\t[ \t]*")

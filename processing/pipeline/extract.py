@@ -30,7 +30,9 @@ def extract(ctx: StageContext) -> None:
     """
     document = ctx.document
     with open_document(
-        ctx.path, document.content_type, max_pages=settings.DOCUMENT_MAX_PAGES,
+        ctx.path,
+        document.content_type,
+        max_pages=settings.DOCUMENT_MAX_PAGES,
         max_text_bytes=settings.DOCUMENT_MAX_TEXT_BYTES,
     ) as reader:
         total = reader.page_count
