@@ -4,7 +4,8 @@
 
 * ``run``      migrate, make sure the demo account exists, then run daphne and
                ``WORKERS`` RQ workers as child processes with prefixed logs.
-* ``test``     make sure Debian's chromium is installed, then ``python -m pytest``.
+* ``test``     make sure Debian's chromium and tesseract-ocr are installed, then
+               ``python -m pytest``. (``run`` needs tesseract-ocr too, for the ocr stage.)
 * ``services`` ``start|stop|status`` of the embedded PostgreSQL and Redis.
 
 When ``DATABASE_URL`` or ``REDIS_URL`` is unset, the embedded servers of
@@ -34,6 +35,7 @@ from jobtracker import embedded
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/bin/chromium"
+TESSERACT = "/usr/bin/tesseract"
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-password-123"
 STOP_GRACE = float(os.environ.get("JOBTRACKER_STOP_GRACE", "20"))
@@ -337,16 +339,18 @@ def _listening(host: str, port: int) -> bool:
         return False
 
 
-def _ensure_demo() -> None:
+def _ensure_demo() -> bool:
+    """Create the demo account if missing; False when the command does not exist yet."""
     result = manage("ensure_demo", capture=True)
     output = (result.stdout + result.stderr).strip()
     if result.returncode != 0 and "Unknown command" in output:
         say("WARNING: no `ensure_demo` management command yet; skipping the demo account.")
-        return
+        return False
     for line in output.splitlines():
         say(f"  {line}")
     if result.returncode != 0:
         raise LauncherError(f"manage.py ensure_demo failed (code {result.returncode}).")
+    return True
 
 
 def cmd_run(args: list[str]) -> int:
@@ -361,11 +365,14 @@ def cmd_run(args: list[str]) -> int:
     except ValueError as exc:
         raise LauncherError(f"PORT and WORKERS must be integers: {exc}") from None
     _check_port_free(host, port)
+    _ensure_tesseract()
     with services():
         say("Applying migrations: manage.py migrate --noinput")
         if manage("migrate", "--noinput").returncode != 0:
             raise LauncherError("manage.py migrate failed; see above.")
-        _ensure_demo()
+        demo = (
+            f"{DEMO_USERNAME} / {DEMO_PASSWORD}" if _ensure_demo() else "none (no ensure_demo yet)"
+        )
         children = [
             Child(
                 "web",
@@ -409,7 +416,7 @@ def cmd_run(args: list[str]) -> int:
             for line in (
                 "",
                 f"Jobtracker is running at http://{shown}:{port}/",
-                f"  demo login:  {DEMO_USERNAME} / {DEMO_PASSWORD}",
+                f"  demo login:  {demo}",
                 f"  API token:   .venv/bin/python manage.py create_api_token {DEMO_USERNAME}",
                 "  admin user:  .venv/bin/python manage.py createsuperuser",
                 f"  workers:     {workers} (RQ queues high, default, low)",
@@ -421,6 +428,27 @@ def cmd_run(args: list[str]) -> int:
         return Supervisor(children, on_tick=banner).run()
 
 
+def _apt_install(package: str, path: str, why: str) -> None:
+    """Install Debian's ``package`` (which provides ``path``) with apt-get, or stop saying how."""
+    how = (
+        f"install the Debian package `{package}` as root (apt-get install {package}), "
+        "then run again"
+    )
+    if os.geteuid() != 0:
+        raise LauncherError(f"{why} {path}, which is missing: {how}.")
+    if shutil.which("apt-get") is None:
+        raise LauncherError(f"{why} {path}, and there is no apt-get here: {how}.")
+    say(f"{why} {path}: installing Debian's `{package}` package ...")
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "-q", package]
+    if subprocess.run(install, env=env, check=False).returncode != 0:
+        say("apt-get install failed; refreshing the package lists and trying again ...")
+        subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
+        subprocess.run(install, env=env, check=False)
+    if not os.access(path, os.X_OK):
+        raise LauncherError(f"Could not install the Debian package `{package}` ({path}); {how}.")
+
+
 def _ensure_chromium() -> None:
     configured = os.environ.get("JOBTRACKER_CHROMIUM")
     path = configured or CHROMIUM
@@ -429,24 +457,20 @@ def _ensure_chromium() -> None:
         return
     if configured and configured != CHROMIUM:
         raise LauncherError(f"JOBTRACKER_CHROMIUM={configured} is not an executable file.")
-    how = "install the Debian package `chromium` (apt-get install chromium) and run again"
-    if os.geteuid() != 0:
-        raise LauncherError(f"Browser tests need {CHROMIUM}, which is missing: as root, {how}.")
-    if shutil.which("apt-get") is None:
-        raise LauncherError(f"Browser tests need {CHROMIUM}, and there is no apt-get here: {how}.")
-    say(f"Browser tests need {CHROMIUM}: installing Debian's `chromium` package ...")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "chromium"]
-    if subprocess.run(install, env=env, check=False).returncode != 0:
-        say("apt-get install failed; refreshing the package lists and trying again ...")
-        subprocess.run(["apt-get", "update", "-q"], env=env, check=False)
-        subprocess.run(install, env=env, check=False)
-    if not os.access(CHROMIUM, os.X_OK):
-        raise LauncherError(f"Could not install the Debian package `chromium` ({CHROMIUM}); {how}.")
+    _apt_install("chromium", CHROMIUM, "Browser tests need")
     os.environ["JOBTRACKER_CHROMIUM"] = CHROMIUM
 
 
+def _ensure_tesseract() -> None:
+    """The ocr stage reads scanned pages with Tesseract (Debian's `tesseract-ocr`)."""
+    found = shutil.which(os.environ.get("TESSERACT_CMD", "tesseract"))
+    if found:
+        return
+    _apt_install("tesseract-ocr", TESSERACT, "The OCR stage needs")
+
+
 def cmd_test(args: list[str]) -> int:
+    _ensure_tesseract()
     _ensure_chromium()
     say(f"Chromium for browser tests: {os.environ['JOBTRACKER_CHROMIUM']}")
     # Tests keep to their own Redis database (settings.TESTING), so a `./dev run`
