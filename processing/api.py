@@ -68,11 +68,25 @@ class BearerToken(HttpBearer):
         return user
 
 
+class SessionLogin(SessionAuth):
+    """Django session login, with CSRF checked on unsafe methods.
+
+    The CSRF check only guards a signed-in session: a caller with no session
+    (an integrator whose token is missing or wrong) gets the contract's 401,
+    not a CSRF 403.
+    """
+
+    def _get_key(self, request: HttpRequest) -> str | None:
+        if not request.user.is_authenticated:
+            return None
+        return super()._get_key(request)
+
+
 api = NinjaAPI(
     title="Jobtracker API",
     version="1",
     description="Track document-processing jobs. See CONTRACT.md.",
-    auth=[BearerToken(), SessionAuth()],
+    auth=[BearerToken(), SessionLogin()],
     urls_namespace="api",
 )
 
@@ -201,8 +215,10 @@ def list_matters(request: HttpRequest) -> HttpResponse:
             "matter__name"
         )
     )
-    counts = selectors.matter_status_counts([m.matter_id for m in memberships])
-    data = [matter_payload(m.matter, m.role, counts[m.matter_id]) for m in memberships]
+    ids = [m.matter_id for m in memberships]
+    counts, ready = selectors.matter_status_counts(ids), selectors.matter_ready_counts(ids)
+    data = [matter_payload(m.matter, m.role, counts[m.matter_id], ready[m.matter_id])
+            for m in memberships]
     return json_response({"data": data})
 
 
@@ -320,7 +336,12 @@ def list_matter_jobs(
         qs = qs.filter(job_type=filters.job_type)
     total = qs.count()
     start = (filters.page - 1) * filters.per_page
-    page = list(qs.order_by("-created_at", "-id")[start : start + filters.per_page])
+    # A page past the end is empty; asking the database would overflow OFFSET for a huge one.
+    page = (
+        list(qs.order_by("-created_at", "-id")[start : start + filters.per_page])
+        if start < total
+        else []
+    )
     return json_response(
         {
             "data": [job_payload(j) for j in page],
@@ -329,29 +350,8 @@ def list_matter_jobs(
     )
 
 
-@matters.get("/{matter_id}/jobs/{job_id}", summary="One job with its stage history and audit")
-def get_matter_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
-    matter, _role = _matter(request, matter_id)
-    job = _job(request, job_id, matter)
-    return json_response({"data": job_detail_payload(job)})
-
-
-def _act(request: HttpRequest, matter_id: str, job_id: str, action: Action) -> HttpResponse:
-    matter, role = _matter(request, matter_id)
-    job = _job(request, job_id, matter)
-    if not may_act_on_job(request.user, role, job, action):
-        raise ApiError(403, "FORBIDDEN", f"Your role on this matter does not allow '{action}'.")
-    transition = {
-        Action.RETRY: lifecycle.retry,
-        Action.SKIP: lifecycle.skip,
-        Action.CANCEL: lifecycle.cancel,
-        Action.PRIORITIZE: lifecycle.prioritize,
-    }[action]
-    transition(job, by=request.user)
-    job = ProcessingJob.objects.select_related("document").get(pk=job.pk)
-    return json_response({"data": job_payload(job)})
-
-
+# Declared before the `/{matter_id}/jobs/{job_id}` routes: Django tries URL patterns in
+# order, and `{job_id}` would otherwise take "bulk" and answer 405 to its POST.
 @matters.post("/{matter_id}/jobs/bulk", summary="Retry or cancel several jobs (owners)")
 def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpResponse:
     matter, role = _matter(request, matter_id)
@@ -386,6 +386,29 @@ def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpRe
         except InvalidTransition:
             refused.append({"job_id": str(job.pk), "code": "INVALID_TRANSITION"})
     return json_response({"data": {"done": done, "refused": refused}})
+
+
+@matters.get("/{matter_id}/jobs/{job_id}", summary="One job with its stage history and audit")
+def get_matter_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
+    matter, _role = _matter(request, matter_id)
+    job = _job(request, job_id, matter)
+    return json_response({"data": job_detail_payload(job)})
+
+
+def _act(request: HttpRequest, matter_id: str, job_id: str, action: Action) -> HttpResponse:
+    matter, role = _matter(request, matter_id)
+    job = _job(request, job_id, matter)
+    if not may_act_on_job(request.user, role, job, action):
+        raise ApiError(403, "FORBIDDEN", f"Your role on this matter does not allow '{action}'.")
+    transition = {
+        Action.RETRY: lifecycle.retry,
+        Action.SKIP: lifecycle.skip,
+        Action.CANCEL: lifecycle.cancel,
+        Action.PRIORITIZE: lifecycle.prioritize,
+    }[action]
+    transition(job, by=request.user)
+    job = ProcessingJob.objects.select_related("document").get(pk=job.pk)
+    return json_response({"data": job_payload(job)})
 
 
 @matters.post("/{matter_id}/jobs/{job_id}/retry", summary="FAILED -> QUEUED, from the failed stage")
@@ -445,3 +468,4 @@ def _if_none_match(request: HttpRequest) -> set[str]:
 
 api.add_router("/matters", matters)
 api.add_router("/jobs", jobs)
+api.add_router("/matters", "processing.api_search.router")

@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.matter_list, name="matter-list"),
     path("matters/<str:matter_id>/", views.matter_detail, name="matter-detail"),
     path("matters/<str:matter_id>/upload", views.upload, name="matter-upload"),
+    path("matters/<str:matter_id>/search", views.matter_search, name="matter-search"),
     path("jobs/<str:job_id>/", views.job_detail, name="job-detail"),
     path("documents/<str:document_id>/", views.document_detail, name="document-detail"),
 ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.db import transaction
@@ -71,12 +73,15 @@ def matter_search(request: HttpRequest, matter_id: str) -> HttpResponse:
     """Full-text search over one matter's documents: hits with page and highlighted snippet."""
     matter, _role = _matter_or_404(request, matter_id)
     q = request.GET.get("q", "").strip()
-    hits, problem = [], ""
+    hits: list[dict[str, Any]] = []
+    problem = ""
     if q:
         try:
             hits = search_matter(matter, q, limit=50)
-        except (InvalidSearchQuery, InvalidSearchLanguage) as exc:
-            problem = getattr(exc, "message", str(exc))
+        except InvalidSearchQuery as exc:
+            problem = str(exc)
+        except InvalidSearchLanguage as exc:
+            problem = exc.message
     return render(
         request,
         "processing/search_results.html",

@@ -1,0 +1,39 @@
+"""``GET /api/matters/{matter_id}/search``: the JSON face of :mod:`processing.search`.
+
+Mounted on ``/matters`` next to the matters router by the last line of
+:mod:`processing.api` (ninja allows two routers on one prefix).
+"""
+
+from __future__ import annotations
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router, Schema
+from pydantic import Field
+
+from processing.api import ApiError, _matter, json_response
+from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
+
+router = Router(tags=["search"])
+
+
+class SearchFilters(Schema):
+    """What to search for, and how many hits at most."""
+
+    q: str = ""
+    limit: int = Field(20, ge=1, le=100)
+
+
+@router.get("/{matter_id}/search", summary="Full-text search over the matter's documents")
+def search_documents(
+    request: HttpRequest, matter_id: str, filters: Query[SearchFilters]
+) -> HttpResponse:
+    """Hits best first: ``{"data": [{"document_id", "document_name", "page", "snippet",
+    "rank"}…]}``; the snippet is HTML-escaped text with matches in ``<mark>``."""
+    matter, _role = _matter(request, matter_id)
+    try:
+        hits = search_matter(matter, filters.q, limit=filters.limit)
+    except InvalidSearchQuery as exc:
+        raise ApiError(400, "VALIDATION_ERROR", str(exc), field="q") from exc
+    except InvalidSearchLanguage as exc:
+        raise ApiError(400, "VALIDATION_ERROR", exc.message, field="search_language") from exc
+    return json_response({"data": hits})
