@@ -214,3 +214,18 @@ LOGGING = {
 }
 
 NINJA_PAGINATION_MAX_LIMIT = 100
+
+# OCR (the ``ocr`` stage runs Tesseract, Debian package tesseract-ocr). A page
+# whose text layer has fewer than OCR_MIN_TEXT_CHARS letters or digits is
+# drawn at OCR_DPI, never over OCR_MAX_PIXELS pixels (a huge page is drawn at a
+# lower resolution), and read with a time limit of OCR_TIMEOUT seconds.
+# OCR_LANG is Tesseract's -l value ("eng", "eng+deu"). An image upload with a
+# page over IMAGE_MAX_PIXELS fails at open with DOCUMENT_TOO_COMPLEX (Pillow
+# itself refuses anything over about 179 megapixels).
+OCR_COMMAND = os.environ.get("OCR_COMMAND", "tesseract")
+OCR_LANG = os.environ.get("OCR_LANG", "eng")
+OCR_DPI = env_int("OCR_DPI", 300)
+OCR_MAX_PIXELS = env_int("OCR_MAX_PIXELS", 25_000_000)
+OCR_TIMEOUT = env_int("OCR_TIMEOUT", 120)
+OCR_MIN_TEXT_CHARS = env_int("OCR_MIN_TEXT_CHARS", 20)
+IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 150_000_000)

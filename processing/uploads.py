@@ -18,7 +18,7 @@ from processing.documents import SNIFF_BYTES, detect_content_type, detect_file, 
 from processing.errors import StageError
 from processing.models import Document, Matter, ProcessingJob
 
-SUPPORTED_DESCRIPTION = "PDF, Word (.docx), plain text or HTML"
+SUPPORTED_DESCRIPTION = "PDF, Word (.docx), plain text, HTML, PNG, JPEG or TIFF"
 
 
 class UploadRejected(Exception):
@@ -94,7 +94,15 @@ def accept_upload(
         raise UploadRejected(
             "UNSUPPORTED_FILE_TYPE",
             f"This kind of file is not supported. Upload a {SUPPORTED_DESCRIPTION} file.",
-            supported=["application/pdf", "docx", "text/plain", "text/html"],
+            supported=[
+                "application/pdf",
+                "docx",
+                "text/plain",
+                "text/html",
+                "image/png",
+                "image/jpeg",
+                "image/tiff",
+            ],
         )
     name = sanitize_filename(upload.name or "document")
     with transaction.atomic():

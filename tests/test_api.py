@@ -496,7 +496,7 @@ def _zip_without_word() -> bytes:
 
 
 UNSUPPORTED = {
-    "png": b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(200),
+    "gif": b"GIF89a" + bytes(200),
     "zip": _zip_without_word(),
     "ole2-doc": b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + bytes(1024),
     "random": random.Random(7).randbytes(4096),
@@ -631,6 +631,15 @@ def assert_job_object(body: dict[str, Any], job: ProcessingJob) -> None:
     uuid.UUID(body["id"])
 
 
+STEPPER = [
+    ("extract", "Extracting"),
+    ("ocr", "Reading scanned pages"),
+    ("chunk", "Chunking"),
+    ("index", "Indexing"),
+    ("entities", "Finding entities"),
+]
+
+
 def test_a_queued_job_object(api_client: Any, alice: Any, matter: Matter) -> None:
     api = api_client(alice)
     job = job_of(api.upload(matter.pk, "brief.pdf", make_pdf(["One.", "Two."])))
@@ -638,8 +647,10 @@ def test_a_queued_job_object(api_client: Any, alice: Any, matter: Matter) -> Non
 
     assert_job_object(body, job)
     assert body["status"] == "QUEUED"
-    assert body["stages"] == [{"name": "extract", "label": "Extracting", "status": "PENDING"}]
-    assert (body["current_stage"], body["stage_index"], body["total_stages"]) == ("extract", 1, 1)
+    assert body["stages"] == [
+        {"name": name, "label": label, "status": "PENDING"} for name, label in STEPPER
+    ]
+    assert (body["current_stage"], body["stage_index"], body["total_stages"]) == ("extract", 1, 5)
     assert body["progress"] == 0 and (body["items_done"], body["items_total"]) == (0, 0)
     assert body["page_count"] == 2
     assert body["queue_position"] == 1
@@ -666,7 +677,10 @@ def test_a_completed_job_object_and_its_result(
 
     assert_job_object(body, job)
     assert body["status"] == "COMPLETED" and body["progress"] == 100
-    assert body["stages"] == [{"name": "extract", "label": "Extracting", "status": "COMPLETED"}]
+    assert body["stages"] == [
+        {"name": name, "label": label, "status": "COMPLETED"} for name, label in STEPPER
+    ]
+    assert (body["current_stage"], body["stage_index"]) == ("entities", 5)
     assert (body["items_done"], body["items_total"], body["page_count"]) == (2, 2, 2)
     assert body["queue_position"] is None and body["eta_seconds"] is None
     assert body["error"] is None and body["error_code"] is None
@@ -752,9 +766,7 @@ def test_a_matters_jobs_filtered_and_paginated_newest_first(
         newest_first[2:4],
         newest_first[4:5],
     ]
-    assert [p["meta"] for p in pages] == [
-        {"total": 5, "page": p, "per_page": 2} for p in (1, 2, 3)
-    ]
+    assert [p["meta"] for p in pages] == [{"total": 5, "page": p, "per_page": 2} for p in (1, 2, 3)]
     beyond = api.get(f"{base}?page=9&per_page=2").json()
     assert beyond == {"data": [], "meta": {"total": 5, "page": 9, "per_page": 2}}
     huge = 10**20  # an OFFSET past PostgreSQL's bigint: still just an empty page
@@ -819,8 +831,11 @@ def test_job_detail_has_stage_history_and_audit(
     data = data_of(api.get(f"/api/matters/{matter.pk}/jobs/{job.pk}"))
 
     assert_job_object(data, job)
-    assert len(data["stage_history"]) == 1
-    run = data["stage_history"][0]
+    history = data["stage_history"]
+    assert [(r["stage"], r["stage_index"], r["status"]) for r in history] == [
+        (name, i, "COMPLETED") for i, (name, _label) in enumerate(STEPPER, start=1)
+    ]
+    run = history[0]
     assert (run["stage"], run["stage_index"], run["attempt"], run["status"]) == (
         "extract",
         1,
@@ -991,8 +1006,13 @@ def test_bulk_retry_by_ids_and_by_status(
             bulk,
             {
                 "action": "retry",
-                "job_ids": [str(failed[0].pk), unknown, "not-a-uuid", str(completed.pk),
-                            str(elsewhere.pk)],
+                "job_ids": [
+                    str(failed[0].pk),
+                    unknown,
+                    "not-a-uuid",
+                    str(completed.pk),
+                    str(elsewhere.pk),
+                ],
             },
         )
     )
@@ -1044,9 +1064,7 @@ def test_an_invalid_bulk_request_is_a_validation_error(
 
 
 def members_of(matter: Matter) -> list[tuple[str, str]]:
-    return sorted(
-        Membership.objects.filter(matter=matter).values_list("user__username", "role")
-    )
+    return sorted(Membership.objects.filter(matter=matter).values_list("user__username", "role"))
 
 
 def test_members_are_listed_with_their_roles(

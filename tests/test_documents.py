@@ -9,7 +9,9 @@ from __future__ import annotations
 import csv
 import io
 import random
+import struct
 import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,14 +22,19 @@ import pytest
 from docx.enum.section import WD_SECTION
 from docx.enum.text import WD_BREAK
 from fpdf import FPDF
+from PIL import Image, ImageDraw
 
 from processing.documents import (
     DOCX,
     HTML,
+    IMAGE_JPEG,
+    IMAGE_PNG,
+    IMAGE_TIFF,
     PDF,
     SNIFF_BYTES,
     SUPPORTED_TYPES,
     TEXT,
+    RenderError,
     detect_content_type,
     detect_file,
     open_document,
@@ -123,6 +130,11 @@ def test_sniff_window_is_at_least_8_kib() -> None:
         (b"<div class='opinion'><p>The court holds.</p></div>", HTML),
         ("<html><body>Grüße</body></html>".encode("utf-16"), HTML),
         (b"Write <html> first, then <body>, in your page.\n", TEXT),
+        # Scans: the signature decides; a damaged image fails at open, like a damaged PDF.
+        (b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4, IMAGE_PNG),
+        (b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4, IMAGE_JPEG),
+        (b"II*\x00\x08\x00\x00\x00" + bytes(64), IMAGE_TIFF),
+        (b"MM\x00*\x00\x00\x00\x08" + bytes(64), IMAGE_TIFF),
     ],
 )
 def test_detects_documents_from_their_content(data: bytes, expected: str) -> None:
@@ -134,8 +146,8 @@ def test_detects_documents_from_their_content(data: bytes, expected: str) -> Non
     [
         b"",
         b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 512,  # legacy .doc (OLE2)
-        b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4,
-        b"\xff\xd8\xff\xe0\x00\x10JFIF\x00" + bytes(range(256)) * 4,
+        b"\x89PNG\n\x1a\n" + bytes(range(256)) * 4,  # a PNG mangled by a text-mode copy
+        b"GIF89a\x10\x00\x10\x00" + bytes(range(256)) * 4,
         b"\x7fELF\x02\x01\x01" + b"\x00" * 1000,
         b"MZ\x90\x00\x03" + b"\x00" * 1000,
         b"\x1f\x8b\x08\x00" + bytes(range(256)),
@@ -148,8 +160,8 @@ def test_detects_documents_from_their_content(data: bytes, expected: str) -> Non
     ids=[
         "empty",
         "doc",
-        "png",
-        "jpeg",
+        "mangled-png",
+        "gif",
         "elf",
         "exe",
         "gzip",
@@ -658,3 +670,97 @@ def test_corpus_docx_headers_are_not_repeated() -> None:
     text = _corpus_text("word-docx.docx")
     assert text.count("Docket No. MD17-00012") == 1
     assert "Applicant" in text
+
+
+# --- images: scanned pages, one per frame ----------------------------------------------
+
+
+def image_bytes(image: Any, format: str, **options: Any) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=format, **options)
+    return out.getvalue()
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A PNG declaring ``width`` × ``height`` pixels and holding none: a decompression bomb."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        body = kind + data
+        return struct.pack(">I", len(data)) + body + struct.pack(">I", zlib.crc32(body))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IEND", b"")
+
+
+@pytest.mark.parametrize(("format", "content_type"), [("PNG", IMAGE_PNG), ("JPEG", IMAGE_JPEG)])
+def test_an_image_is_one_page_with_no_text_layer(
+    write: Write, format: str, content_type: str
+) -> None:
+    path = write(image_bytes(Image.new("RGB", (640, 480), "white"), format))
+    assert detect_file(path) == content_type
+    with open_document(path, content_type) as reader:
+        assert reader.page_count == 1 and reader.page_text(0) == ""
+        page = reader.render_page(0, dpi=300, max_pixels=10**6)
+    assert page.image.mode == "L" and page.image.size == (640, 480) and not page.reduced
+
+
+def test_a_tiff_has_a_page_per_frame(write: Write) -> None:
+    frames = [Image.new("L", (300, 200), 255), Image.new("1", (200, 300), 0)]
+    data = image_bytes(frames[0], "TIFF", save_all=True, append_images=frames[1:])
+    path = write(data)
+    assert detect_file(path) == IMAGE_TIFF
+    with open_document(path, IMAGE_TIFF) as reader:
+        assert reader.page_count == 2
+        assert reader.render_page(1, dpi=300, max_pixels=10**6).image.size == (200, 300)
+
+
+def test_an_image_over_the_pixel_limit_is_too_complex_at_open(write: Write) -> None:
+    path = write(image_bytes(Image.new("L", (2000, 1000), 255), "PNG"))
+    with pytest.raises(DocumentTooComplex):
+        open_document(path, IMAGE_PNG, max_image_pixels=1_000_000)
+    # Only the header is read: 400 megapixels declared in 57 bytes are refused before decoding.
+    with pytest.raises(DocumentTooComplex):
+        open_document(write(png_header_only(20_000, 20_000)), IMAGE_PNG)
+
+
+def test_a_damaged_image_is_corrupt(write: Write) -> None:
+    with pytest.raises(CorruptDocument):
+        open_document(write(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4), IMAGE_PNG)
+
+
+def test_a_big_image_is_drawn_within_the_pixel_budget(write: Write) -> None:
+    path = write(image_bytes(Image.new("L", (8000, 5000), 255), "PNG"))  # 40 megapixels
+    with open_document(path, IMAGE_PNG) as reader:
+        page = reader.render_page(0, dpi=300, max_pixels=25_000_000)
+    assert page.reduced and page.pixels <= 25_000_000
+    assert page.image.size == (6324, 3952)  # the same proportions
+
+
+def test_a_transparent_image_is_read_as_dark_on_white(write: Write) -> None:
+    image = Image.new("RGBA", (400, 200), (0, 0, 0, 0))  # transparent black
+    ImageDraw.Draw(image).rectangle((100, 50, 300, 150), fill=(0, 0, 0, 255))
+    with open_document(write(image_bytes(image, "PNG")), IMAGE_PNG) as reader:
+        page = reader.render_page(0, dpi=300, max_pixels=10**6)
+    assert page.image.getpixel((10, 10)) == 255 and page.image.getpixel((200, 100)) == 0
+
+
+def test_a_huge_pdf_page_is_drawn_at_a_lower_resolution(write: Write) -> None:
+    pdf = FPDF(unit="pt", format=(14400, 14400))  # 200 × 200 inches
+    pdf.add_page()
+    pdf.set_font("helvetica", size=400)
+    pdf.text(1000, 2000, "Site plan")
+    with open_document(write(bytes(pdf.output())), PDF) as reader:
+        page = reader.render_page(0, dpi=300, max_pixels=25_000_000)
+    assert page.image.mode == "L" and page.pixels <= 25_000_000
+    assert page.reduced and round(page.dpi or 0) == 25  # not 60,000 × 60,000 pixels at 300 dpi
+
+
+def test_a_pdf_page_is_drawn_at_the_resolution_asked(write: Write) -> None:
+    with open_document(write(pdf_bytes(["One page."])), PDF) as reader:  # A4
+        page = reader.render_page(0, dpi=150, max_pixels=25_000_000)
+    assert page.image.size == (1241, 1754) and not page.reduced and page.dpi == 150
+
+
+def test_text_formats_have_no_page_images(write: Write) -> None:
+    with open_document(write(b"Just words.\n"), TEXT) as reader, pytest.raises(RenderError):
+        reader.render_page(0, dpi=300, max_pixels=10**6)

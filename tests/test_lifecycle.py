@@ -10,6 +10,7 @@ import pytest
 from processing import lifecycle
 from processing.errors import CorruptDocument, InternalError
 from processing.models import AuditEvent, Document, ProcessingJob, StageRun
+from processing.pipeline import Stage, register
 from processing.states import (
     JOB_TRANSITIONS,
     STAGE_TRANSITIONS,
@@ -21,6 +22,8 @@ from processing.states import (
 )
 
 pytestmark = pytest.mark.django_db(transaction=True)
+
+TWO_STAGES = "TEST_TWO_STAGES"
 
 
 def queued_rq_ids() -> list[str]:
@@ -44,9 +47,19 @@ def document(matter: Any, alice: Any) -> Document:
     )
 
 
+def _noop(ctx: Any) -> None:
+    """A stage with nothing to do."""
+
+
+@pytest.fixture(autouse=True)
+def two_stage_pipeline() -> None:
+    """The state machine is tested on a small pipeline of its own: two stages."""
+    register(TWO_STAGES, [Stage("first", "First", _noop), Stage("second", "Second", _noop)])
+
+
 @pytest.fixture
 def job(document: Document, alice: Any) -> ProcessingJob:
-    return lifecycle.create_job(document, by=alice)
+    return lifecycle.create_job(document, by=alice, job_type=TWO_STAGES)
 
 
 def begin(job: ProcessingJob) -> tuple[ProcessingJob, StageRun]:
@@ -102,6 +115,14 @@ def test_queued_to_processing_to_completed(job: ProcessingJob) -> None:
     job, run = begin(job)
     assert job.status == JobStatus.PROCESSING and job.started_at is not None
     assert run.status == StageStatus.IN_PROGRESS
+    first_token = job.dispatch_id
+    middle = lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=3, total=3)
+    # One stage done: still PROCESSING, half way, the next stage enqueued under a new token.
+    assert middle is not None and middle.status == JobStatus.PROCESSING
+    assert (middle.current_stage, middle.stage_index, middle.progress) == ("second", 2, 50)
+    assert middle.dispatch_id != first_token
+    assert f"stage-{job.id}-{middle.dispatch_id}" in queued_rq_ids()
+    job, run = begin(middle)
     done = lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=3, total=3)
     assert done is not None and done.status == JobStatus.COMPLETED
     assert done.progress == 100 and done.completed_at is not None
@@ -192,6 +213,8 @@ def test_forbidden_transitions_raise_and_change_nothing(
         job, run = begin(job)
     if reach == "COMPLETED":
         lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=1, total=1)
+        job, run = begin(job)
+        lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=1, total=1)
     elif reach == "CANCELLED":
         lifecycle.cancel(job, by=alice)
     elif reach == "FAILED":
@@ -237,7 +260,8 @@ def test_prioritize_moves_to_front_of_high(document: Document, alice: Any) -> No
 def test_progress_is_throttled_per_call_but_never_goes_backwards(job: ProcessingJob) -> None:
     job, run = begin(job)
     assert lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=2, total=4)
-    assert ProcessingJob.objects.get(pk=job.pk).progress == 50
+    # Half of the first of two stages: a quarter of the job.
+    assert ProcessingJob.objects.get(pk=job.pk).progress == 25
     lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=1, total=4)
     job = ProcessingJob.objects.get(pk=job.pk)
-    assert job.progress == 50 and job.items_done == 1
+    assert job.progress == 25 and job.items_done == 1

@@ -39,7 +39,8 @@ def test_multi_page_pdf_completes_with_each_pages_text(
     assert body["status"] == "COMPLETED"
     assert body["page_count"] == 5 and body["progress"] == 100
     assert (body["items_done"], body["items_total"]) == (5, 5)
-    assert body["current_stage"] == "extract" and body["stage_index"] == body["total_stages"]
+    assert body["current_stage"] == "entities" and body["stage_index"] == body["total_stages"] == 5
+    assert [s["status"] for s in body["stages"]] == ["COMPLETED"] * 5
     assert body["error"] is None and body["result_url"]
     texts = list(DocumentPage.objects.filter(document=job.document).values_list("text", flat=True))
     assert len(texts) == 5
@@ -147,7 +148,9 @@ def test_a_rerun_skips_pages_already_extracted(
     _, run = started
     for number in (1, 2, 3):
         DocumentPage.objects.create(
-            document=job.document, page_number=number, text=f"kept {number}"
+            document=job.document,
+            page_number=number,
+            text=f"kept from the first attempt, page {number}",
         )
     lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), done=3, total=8)
     job.refresh_from_db()
@@ -161,9 +164,15 @@ def test_a_rerun_skips_pages_already_extracted(
     assert job.status == "COMPLETED" and job.error_code is None
     rows = DocumentPage.objects.filter(document=job.document).order_by("page_number")
     assert rows.count() == 8
-    assert [r.text for r in rows[:3]] == ["kept 1", "kept 2", "kept 3"]  # not redone
+    assert [r.text for r in rows[:3]] == [  # not redone
+        f"kept from the first attempt, page {n}" for n in (1, 2, 3)
+    ]
     assert "Page 4" in rows[3].text
-    runs = list(StageRun.objects.filter(job=job).values_list("status", "items_done", "items_total"))
+    runs = list(
+        StageRun.objects.filter(job=job, stage="extract").values_list(
+            "status", "items_done", "items_total"
+        )
+    )
     assert runs == [("FAILED", 3, 8), ("COMPLETED", 8, 8)]
 
 

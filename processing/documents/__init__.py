@@ -6,6 +6,11 @@ Pure Python over files on disk: no ORM, no settings; limits are passed in.
 from processing.documents.detect import (
     DOCX,
     HTML,
+    IMAGE_JPEG,
+    IMAGE_PNG,
+    IMAGE_TIFF,
+    IMAGE_TYPES,
+    PAGE_IMAGE_TYPES,
     PDF,
     SNIFF_BYTES,
     SUPPORTED_TYPES,
@@ -15,15 +20,23 @@ from processing.documents.detect import (
     detect_text_encoding,
 )
 from processing.documents.readers import DocumentReader, open_document
+from processing.documents.render import RenderedPage, RenderError
 
 __all__ = [
     "DOCX",
     "HTML",
+    "IMAGE_JPEG",
+    "IMAGE_PNG",
+    "IMAGE_TIFF",
+    "IMAGE_TYPES",
+    "PAGE_IMAGE_TYPES",
     "PDF",
     "SNIFF_BYTES",
     "SUPPORTED_TYPES",
     "TEXT",
     "DocumentReader",
+    "RenderError",
+    "RenderedPage",
     "detect_content_type",
     "detect_file",
     "detect_text_encoding",

@@ -27,7 +27,13 @@ PDF = "application/pdf"
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 TEXT = "text/plain"
 HTML = "text/html"
-SUPPORTED_TYPES = frozenset({PDF, DOCX, TEXT, HTML})
+IMAGE_PNG = "image/png"
+IMAGE_JPEG = "image/jpeg"
+IMAGE_TIFF = "image/tiff"
+IMAGE_TYPES = frozenset({IMAGE_PNG, IMAGE_JPEG, IMAGE_TIFF})
+SUPPORTED_TYPES = frozenset({PDF, DOCX, TEXT, HTML, *IMAGE_TYPES})
+#: The types whose pages can be drawn as images (for OCR); the others are text only.
+PAGE_IMAGE_TYPES = frozenset({PDF, *IMAGE_TYPES})
 
 #: How many leading bytes :func:`detect_content_type` needs to decide.
 SNIFF_BYTES = 64 * 1024
@@ -37,6 +43,14 @@ _PDF_HEADER = re.compile(rb"%PDF-\d\.\d")
 _PDF_HEADER_WINDOW = 1024
 
 _ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06", b"PK\x07\x08")
+# Scanned pages: a damaged image behind a right signature is reported at open
+# (CORRUPT_DOCUMENT), like a damaged PDF. BigTIFF is not among them.
+_IMAGE_MAGICS = (
+    (b"\x89PNG\r\n\x1a\n", IMAGE_PNG),
+    (b"\xff\xd8\xff", IMAGE_JPEG),
+    (b"II*\x00", IMAGE_TIFF),
+    (b"MM\x00*", IMAGE_TIFF),
+)
 _WORD_MAIN_PART = "word/document.xml"
 _WORD_MAIN_CONTENT_TYPE = (
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document.main+xml"
@@ -47,12 +61,11 @@ _CONTENT_TYPES_PART = "[Content_Types].xml"
 # still pass the text test, so this list is a shortcut, not the safety net.
 _BINARY_MAGICS = (
     b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",  # OLE2: .doc, .xls, .msg
-    b"\x89PNG",
-    b"\xff\xd8\xff",  # JPEG
+    b"\x89PNG",  # not PNG itself (see _IMAGE_MAGICS): a broken signature
     b"GIF87a",
     b"GIF89a",
-    b"II*\x00",  # TIFF
-    b"MM\x00*",
+    b"II+\x00",  # BigTIFF
+    b"MM\x00+",
     b"BM",  # BMP
     b"RIFF",  # WAV, AVI, WebP
     b"OggS",
@@ -86,7 +99,7 @@ _BOMS = (
 
 
 def detect_content_type(head: bytes, *, filename: str = "") -> str | None:
-    """Return PDF, DOCX, TEXT or HTML for the first bytes of a file, or None.
+    """Return PDF, DOCX, TEXT, HTML or an image type for the first bytes of a file, or None.
 
     Give it at least 8 KiB, ideally :data:`SNIFF_BYTES`. A DOCX is recognised from
     the ZIP entries in ``head`` only when they are near the start; use
@@ -98,6 +111,9 @@ def detect_content_type(head: bytes, *, filename: str = "") -> str | None:
         return PDF
     if head.startswith(_ZIP_MAGICS):
         return _zip_kind(_local_zip_entries(head))
+    for magic, image_type in _IMAGE_MAGICS:
+        if head.startswith(magic):
+            return image_type
     if head.startswith(_BINARY_MAGICS) or head[4:8] == b"ftyp":  # ftyp: MP4, MOV, HEIC
         return None
     if _PDF_HEADER.search(head, 0, _PDF_HEADER_WINDOW + 8):

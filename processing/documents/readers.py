@@ -19,6 +19,7 @@ from __future__ import annotations
 import codecs
 import logging
 import re
+import warnings
 import zipfile
 from abc import ABC, abstractmethod
 from pathlib import Path
@@ -32,17 +33,23 @@ import pypdf
 import pypdfium2
 from docx.opc.constants import RELATIONSHIP_TYPE as RT
 from docx.oxml.parser import parse_xml
+from PIL import Image
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
 
 from processing.documents.detect import (
     DOCX,
     HTML,
+    IMAGE_JPEG,
+    IMAGE_PNG,
+    IMAGE_TIFF,
+    IMAGE_TYPES,
     PDF,
     SNIFF_BYTES,
     TEXT,
     detect_text_encoding,
     mostly_utf8,
 )
+from processing.documents.render import RenderedPage, RenderError, grayscale_within, pdf_scale
 from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 
 logger = logging.getLogger(__name__)
@@ -56,13 +63,15 @@ def open_document(
     *,
     max_pages: int = 5000,
     max_text_bytes: int | None = None,
+    max_image_pixels: int = 150_000_000,
 ) -> DocumentReader:
-    """Open ``path`` as ``content_type`` (one of PDF, DOCX, TEXT, HTML) for reading page by page.
+    """Open ``path`` as ``content_type`` (PDF, DOCX, TEXT, HTML or an image) page by page.
 
     Raises :class:`CorruptDocument`, :class:`EncryptedDocument` or
-    :class:`DocumentTooComplex` (over ``max_pages`` pages, or over
-    ``max_text_bytes`` of text or of uncompressed markup). ``OSError`` from a
-    missing or unreadable file is not the document's fault and is not caught.
+    :class:`DocumentTooComplex` (over ``max_pages`` pages, over
+    ``max_text_bytes`` of text or of uncompressed markup, or an image page over
+    ``max_image_pixels``). ``OSError`` from a missing or unreadable file is not
+    the document's fault and is not caught.
     """
     path = Path(path)
     path.stat()  # a missing file is a storage problem, not a corrupt document
@@ -75,6 +84,8 @@ def open_document(
         reader = _TextReader(path, budget)
     elif content_type == HTML:
         reader = _HtmlReader(path, budget)
+    elif content_type in IMAGE_TYPES:
+        reader = _ImageReader(path, content_type, max_pages=max_pages, max_pixels=max_image_pixels)
     else:
         raise ValueError(f"no reader for content type {content_type!r}")
     if reader.page_count > max_pages:
@@ -99,6 +110,15 @@ class DocumentReader(ABC):
     @abstractmethod
     def close(self) -> None:
         """Release the file, the parser and the text held; safe to call twice."""
+
+    def render_page(self, index: int, *, dpi: float, max_pixels: int) -> RenderedPage:
+        """Page ``index`` as a grayscale image at ``dpi``, drawn smaller if over ``max_pixels``.
+
+        Raises :class:`RenderError` when the page cannot be drawn: always for
+        formats without page images (text, HTML, DOCX) and for PDFs only pypdf
+        could open (it cannot draw).
+        """
+        raise RenderError("The page could not be drawn as an image.")
 
     def __enter__(self) -> Self:
         return self
@@ -197,6 +217,24 @@ class _PdfiumReader(DocumentReader):
             page.close()
         # U+FFFE is pdfium's mark for a hyphen that broke a word at a line end.
         return self._budget.charge_page(index, _clean(text).replace("\ufffe", ""))
+
+    def render_page(self, index: int, *, dpi: float, max_pixels: int) -> RenderedPage:
+        self._check_index(index)
+        if self._pdf is None:
+            raise ValueError("the document is closed")
+        try:
+            page = self._pdf[index]
+        except pypdfium2.PdfiumError as error:
+            raise RenderError("The page could not be loaded.") from error
+        try:
+            scale = pdf_scale(*page.get_size(), dpi=dpi, max_pixels=max_pixels)
+            # The image shares the bitmap's buffer, which Python owns (new_native).
+            image = page.render(scale=scale, grayscale=True, limit_image_cache=True).to_pil()
+        except (pypdfium2.PdfiumError, ValueError, MemoryError) as error:
+            raise RenderError("The page could not be drawn.") from error
+        finally:
+            page.close()
+        return RenderedPage(image, dpi=scale * 72, reduced=scale < dpi / 72, max_pixels=max_pixels)
 
     def close(self) -> None:
         if self._pdf is not None:
@@ -971,3 +1009,90 @@ _WHITESPACE = re.compile(r"\s+")
 
 def _collapse(text: str) -> str:
     return _WHITESPACE.sub(" ", text)
+
+
+# --- Images ----------------------------------------------------------------------------
+
+_PIL_FORMATS = {IMAGE_PNG: ["PNG"], IMAGE_JPEG: ["JPEG"], IMAGE_TIFF: ["TIFF"]}
+
+
+class _ImageReader(DocumentReader):
+    """A scanned page (PNG, JPEG) or a stack of them (TIFF: one page per frame).
+
+    Images have no text layer: ``page_text`` is empty and the text comes from
+    OCR. Only headers are read at open (sizes, frame count), so an image over
+    ``max_pixels`` (a decompression bomb) is refused before a pixel is decoded.
+    Pillow refuses images over 2 × ``Image.MAX_IMAGE_PIXELS`` (about 179 MP)
+    itself; that too is DOCUMENT_TOO_COMPLEX.
+    """
+
+    def __init__(self, path: Path, content_type: str, *, max_pages: int, max_pixels: int) -> None:
+        self.content_type = content_type
+        self._path = path
+        self._max_pixels = max_pixels
+        with self._open() as image:
+            if content_type == IMAGE_TIFF:
+                self.page_count = _checked_frames(image, max_pages, max_pixels)
+            else:  # an animated PNG or a camera's MPO JPEG is still one page
+                _check_frame(image, 0, max_pixels)
+                self.page_count = 1
+
+    def _open(self) -> Image.Image:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            try:
+                return Image.open(self._path, formats=_PIL_FORMATS[self.content_type])
+            except Image.DecompressionBombError as error:
+                raise DocumentTooComplex(detail=f"image: {error}") from error
+            except OSError as error:
+                if error.errno is not None:  # the disk, not the data
+                    raise
+                raise CorruptDocument(detail=f"image: {error}") from error
+            except (SyntaxError, ValueError, EOFError) as error:
+                raise CorruptDocument(detail=f"image: {error!r}") from error
+
+    def page_text(self, index: int) -> str:
+        self._check_index(index)
+        return ""
+
+    def render_page(self, index: int, *, dpi: float, max_pixels: int) -> RenderedPage:
+        """The frame as it is stored (``dpi`` does not apply), reduced if over ``max_pixels``."""
+        self._check_index(index)
+        try:
+            with self._open() as image:
+                image.seek(index)
+                _check_frame(image, index, self._max_pixels)
+                gray, reduced = grayscale_within(image, max_pixels)
+        except (OSError, SyntaxError, ValueError, EOFError, CorruptDocument) as error:
+            if isinstance(error, OSError) and error.errno is not None:
+                raise
+            raise RenderError("The page image could not be decoded.") from error
+        return RenderedPage(gray, dpi=None, reduced=reduced, max_pixels=max_pixels)
+
+    def close(self) -> None:
+        """Nothing is held open between calls."""
+
+
+def _check_frame(image: Image.Image, index: int, max_pixels: int) -> None:
+    width, height = image.size
+    if width < 1 or height < 1:
+        raise CorruptDocument(detail=f"image page {index + 1} is {width}×{height} pixels")
+    if width * height > max_pixels:
+        raise DocumentTooComplex(
+            detail=f"image page {index + 1} is {width}×{height} pixels; the limit is {max_pixels}"
+        )
+
+
+def _checked_frames(image: Image.Image, max_pages: int, max_pixels: int) -> int:
+    """How many frames a TIFF has, each checked against ``max_pixels``; stops past ``max_pages``."""
+    count = 0
+    while count <= max_pages:
+        _check_frame(image, count, max_pixels)
+        count += 1
+        try:
+            image.seek(count)
+        except EOFError:
+            break
+        except (OSError, SyntaxError, ValueError) as error:
+            raise CorruptDocument(detail=f"image page {count + 1}: {error!r}") from error
+    return count

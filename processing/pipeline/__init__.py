@@ -88,6 +88,19 @@ def _load_defaults() -> None:
     if _defaults_loaded:
         return
     _defaults_loaded = True
+    from processing.pipeline.chunk import chunk
+    from processing.pipeline.entities import entities
     from processing.pipeline.extract import extract
+    from processing.pipeline.index import index
+    from processing.pipeline.ocr import ocr
 
-    register(DOCUMENT_PROCESSING, [Stage("extract", "Extracting", extract)])
+    register(
+        DOCUMENT_PROCESSING,
+        [
+            Stage("extract", "Extracting", extract),
+            Stage("ocr", "Reading scanned pages", ocr),
+            Stage("chunk", "Chunking", chunk),
+            Stage("index", "Indexing", index),
+            Stage("entities", "Finding entities", entities),
+        ],
+    )

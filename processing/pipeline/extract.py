@@ -34,6 +34,7 @@ def extract(ctx: StageContext) -> None:
         document.content_type,
         max_pages=settings.DOCUMENT_MAX_PAGES,
         max_text_bytes=settings.DOCUMENT_MAX_TEXT_BYTES,
+        max_image_pixels=settings.IMAGE_MAX_PIXELS,
     ) as reader:
         total = reader.page_count
         if document.page_count != total:
