@@ -8,6 +8,7 @@ checkout are read from the data folder (see ``jobtracker.embedded``), so
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -134,10 +135,9 @@ STATICFILES_DIRS = [
     ("vendor/htmx-ext-ws", BASE_DIR / "node_modules" / "htmx-ext-ws" / "dist"),
 ]
 WHITENOISE_USE_FINDERS = True
-try:  # WhiteNoise warns about a missing STATIC_ROOT even when it serves from the finders.
+# WhiteNoise warns about a missing STATIC_ROOT even when it serves from the finders.
+with contextlib.suppress(OSError):
     STATIC_ROOT.mkdir(parents=True, exist_ok=True)
-except OSError:
-    pass
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},

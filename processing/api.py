@@ -38,7 +38,9 @@ class ApiError(Exception):
         super().__init__(message)
 
 
-def error_response(status: int, code: str, message: str, details: dict | None = None) -> JsonResponse:
+def error_response(
+    status: int, code: str, message: str, details: dict | None = None
+) -> JsonResponse:
     """The error envelope."""
     return JsonResponse(
         {"error": {"code": code, "message": message, "details": details or {}}}, status=status
@@ -99,7 +101,9 @@ def _api_error(request: HttpRequest, exc: ApiError) -> HttpResponse:
 @api.exception_handler(AuthenticationError)
 def _unauthenticated(request: HttpRequest, exc: Exception) -> HttpResponse:
     return error_response(
-        401, "AUTHENTICATION_REQUIRED", "Sign in, or send an API token as 'Authorization: Bearer …'."
+        401,
+        "AUTHENTICATION_REQUIRED",
+        "Sign in, or send an API token as 'Authorization: Bearer …'.",
     )
 
 
@@ -124,7 +128,10 @@ def _http_error(request: HttpRequest, exc: HttpError) -> HttpResponse:
 @api.exception_handler(InvalidTransition)
 def _invalid_transition(request: HttpRequest, exc: InvalidTransition) -> HttpResponse:
     return error_response(
-        409, "INVALID_TRANSITION", str(exc), {"current_status": exc.current, "requested": exc.target}
+        409,
+        "INVALID_TRANSITION",
+        str(exc),
+        {"current_status": exc.current, "requested": exc.target},
     )
 
 
@@ -211,14 +218,16 @@ jobs = Router(tags=["jobs"])
 @matters.get("", summary="Matters the caller belongs to")
 def list_matters(request: HttpRequest) -> HttpResponse:
     memberships = list(
-        Membership.objects.filter(user=request.user).select_related("matter").order_by(
-            "matter__name"
-        )
+        Membership.objects.filter(user=request.user)
+        .select_related("matter")
+        .order_by("matter__name")
     )
     ids = [m.matter_id for m in memberships]
     counts, ready = selectors.matter_status_counts(ids), selectors.matter_ready_counts(ids)
-    data = [matter_payload(m.matter, m.role, counts[m.matter_id], ready[m.matter_id])
-            for m in memberships]
+    data = [
+        matter_payload(m.matter, m.role, counts[m.matter_id], ready[m.matter_id])
+        for m in memberships
+    ]
     return json_response({"data": data})
 
 
@@ -248,9 +257,7 @@ def add_member(request: HttpRequest, matter_id: str, payload: MemberIn) -> HttpR
     _require(role, Action.MANAGE_MEMBERS)
     user = get_user_model().objects.filter(username=payload.username).first()
     if user is None:
-        raise ApiError(
-            400, "VALIDATION_ERROR", "No user has this username.", field="username"
-        )
+        raise ApiError(400, "VALIDATION_ERROR", "No user has this username.", field="username")
     with transaction.atomic():
         membership = Membership.objects.select_for_update().filter(matter=matter, user=user).first()
         if membership and membership.role == Role.OWNER and payload.role != Role.OWNER:
@@ -365,9 +372,7 @@ def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpRe
         wanted = [(raw, selectors.parse_id(raw)) for raw in payload.job_ids]
         found = {
             j.pk: j
-            for j in ProcessingJob.objects.filter(
-                matter=matter, pk__in=[p for _, p in wanted if p]
-            )
+            for j in ProcessingJob.objects.filter(matter=matter, pk__in=[p for _, p in wanted if p])
         }
         targets = [(raw, found.get(parsed)) for raw, parsed in wanted]
     else:
@@ -438,7 +443,10 @@ def list_recent_jobs(request: HttpRequest, filters: Query[RecentFilters]) -> Htt
         qs = qs.filter(status=filters.status)
     page = list(qs.order_by("-created_at", "-id")[: filters.limit])
     return json_response(
-        {"data": [job_payload(j) for j in page], "meta": {"limit": filters.limit, "count": len(page)}}
+        {
+            "data": [job_payload(j) for j in page],
+            "meta": {"limit": filters.limit, "count": len(page)},
+        }
     )
 
 
