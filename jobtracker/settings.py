@@ -194,6 +194,7 @@ RQ_QUEUES = {
     for name in ("high", "default", "low")
 }
 RQ_SHOW_ADMIN_LINK = True
+RQ = {"WORKER_CLASS": "processing.worker.Worker"}
 
 CHANNEL_LAYERS = {
     "default": {

@@ -41,7 +41,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
-from django.db.models import Min
+from django.db.models import F, Min
 from django.utils import timezone
 
 from processing import dispatch
@@ -103,8 +103,11 @@ def _audit(
     )
 
 
-def _locked(job_id: uuid.UUID | str) -> ProcessingJob:
-    return ProcessingJob.objects.select_for_update().get(pk=job_id)
+def _locked(job_id: uuid.UUID | str, *, with_document: bool = False) -> ProcessingJob:
+    jobs = ProcessingJob.objects.select_for_update(of=("self",))
+    if with_document:
+        jobs = jobs.select_related("document")
+    return jobs.get(pk=job_id)
 
 
 def _set_status(job: ProcessingJob, target: str) -> str:
@@ -199,41 +202,59 @@ def begin_stage(
 
     A queue entry is stale when the job was cancelled, retried, prioritised or
     already moved on since it was enqueued: its token no longer matches.
+
+    The next stage of a job that is already PROCESSING changes no status, so it
+    starts with one conditional UPDATE instead of a locked read-modify-write:
+    this runs once per stage, and round trips are most of its cost.
     """
+    now = timezone.now()
+    counters = {
+        "stage_started_at": now,
+        "items_done": 0,
+        "items_total": 0,
+        "next_attempt_at": None,
+        "stage_attempt": F("stage_attempt") + 1,
+        "updated_at": now,
+    }
+    started = ProcessingJob.objects.filter(
+        pk=job_id, dispatch_id=dispatch_id, status=JobStatus.PROCESSING
+    ).update(**counters)
+    if started:
+        job = ProcessingJob.objects.select_related("document").get(pk=job_id)
+        return job, _start_stage_run(job, worker, now)
     with transaction.atomic():
         try:
-            job = _locked(job_id)
+            job = _locked(job_id, with_document=True)
         except ProcessingJob.DoesNotExist:
             return None
-        if str(job.dispatch_id) != str(dispatch_id) or job.status not in (
-            JobStatus.QUEUED,
-            JobStatus.PROCESSING,
-        ):
+        if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.QUEUED:
             return None
-        now = timezone.now()
-        fields = ["stage_started_at", "items_done", "items_total", "next_attempt_at"]
-        if job.status == JobStatus.QUEUED:
-            previous = _set_status(job, JobStatus.PROCESSING)
-            fields.append("status")
-            if job.started_at is None:
-                job.started_at = now
-                fields.append("started_at")
-            _audit(job, "started", None, from_status=previous, stage=job.current_stage)
+        previous = _set_status(job, JobStatus.PROCESSING)
+        fields = ["status", "stage_started_at", "items_done", "items_total", "next_attempt_at"]
+        if job.started_at is None:
+            job.started_at = now
+            fields.append("started_at")
         job.stage_started_at = now
         job.items_done = job.items_total = 0
         job.next_attempt_at = None
-        _save(job, *fields)
-        attempt = StageRun.objects.filter(job=job, stage=job.current_stage).count() + 1
-        stage_run = StageRun.objects.create(
-            job=job,
-            stage=job.current_stage,
-            stage_index=job.stage_index,
-            attempt=attempt,
-            status=StageStatus.IN_PROGRESS,
-            worker=worker[:200],
-            started_at=now,
-        )
-    return job, stage_run
+        job.stage_attempt += 1
+        _save(job, *fields, "stage_attempt")
+        _audit(job, "started", None, from_status=previous, stage=job.current_stage)
+        return job, _start_stage_run(job, worker, now)
+
+
+def _start_stage_run(job: ProcessingJob, worker: str, now: Any) -> StageRun:
+    check_stage_transition(StageStatus.PENDING, StageStatus.IN_PROGRESS)
+    return StageRun.objects.create(
+        job=job,
+        stage=job.current_stage,
+        stage_index=job.stage_index,
+        attempt=job.stage_attempt,
+        status=StageStatus.IN_PROGRESS,
+        worker=worker[:200],
+        created_at=now,
+        started_at=now,
+    )
 
 
 def record_progress(
@@ -275,7 +296,7 @@ def still_running(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> bool
 
 
 def _end_stage_run(
-    stage_run: StageRun,
+    stage_run_id: int,
     target: str,
     *,
     done: int,
@@ -283,16 +304,17 @@ def _end_stage_run(
     error: StageError | None = None,
     detail: str = "",
 ) -> None:
-    check_stage_transition(stage_run.status, target)
-    stage_run.status = target
-    stage_run.items_done, stage_run.items_total = done, total
-    stage_run.finished_at = timezone.now()
-    fields = ["status", "items_done", "items_total", "finished_at"]
+    """Close an IN_PROGRESS stage run (callers hold the job's row lock)."""
+    check_stage_transition(StageStatus.IN_PROGRESS, target)
+    fields: dict[str, Any] = {
+        "status": target,
+        "items_done": done,
+        "items_total": total,
+        "finished_at": timezone.now(),
+    }
     if error is not None:
-        stage_run.error_code, stage_run.error_message = error.code, error.message
-        stage_run.error_detail = detail
-        fields += ["error_code", "error_message", "error_detail"]
-    stage_run.save(update_fields=fields)
+        fields.update(error_code=error.code, error_message=error.message, error_detail=detail)
+    StageRun.objects.filter(pk=stage_run_id, status=StageStatus.IN_PROGRESS).update(**fields)
 
 
 def complete_stage(
@@ -310,11 +332,10 @@ def complete_stage(
     """
     with transaction.atomic():
         job = _locked(job_id)
-        stage_run = StageRun.objects.select_for_update().get(pk=stage_run_id)
         if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.PROCESSING:
-            _end_stage_run(stage_run, StageStatus.SKIPPED, done=done, total=total)
+            _end_stage_run(stage_run_id, StageStatus.SKIPPED, done=done, total=total)
             return None
-        _end_stage_run(stage_run, StageStatus.COMPLETED, done=done, total=total)
+        _end_stage_run(stage_run_id, StageStatus.COMPLETED, done=done, total=total)
         pipeline = get_pipeline(job.job_type)
         following = pipeline.next_after(job.current_stage)
         job.items_done, job.items_total = done, total
@@ -347,6 +368,7 @@ def complete_stage(
             job.current_stage = following.name
             job.stage_index = pipeline.index_of(following.name)
             job.items_done = job.items_total = 0
+            job.stage_attempt = 0
             _dispatch(job)
             _save(
                 job,
@@ -355,6 +377,7 @@ def complete_stage(
                 "stage_index",
                 "items_done",
                 "items_total",
+                "stage_attempt",
                 "dispatch_id",
                 "error",
                 "error_code",
@@ -385,12 +408,11 @@ def fail_stage(
     """
     with transaction.atomic():
         job = _locked(job_id)
-        stage_run = StageRun.objects.select_for_update().get(pk=stage_run_id)
         if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.PROCESSING:
-            _end_stage_run(stage_run, StageStatus.SKIPPED, done=done, total=total)
+            _end_stage_run(stage_run_id, StageStatus.SKIPPED, done=done, total=total)
             return None
         _end_stage_run(
-            stage_run, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
+            stage_run_id, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
         )
         job.error, job.error_code, job.error_detail = error.message, error.code, detail
         job.items_done, job.items_total = done, total
@@ -444,10 +466,7 @@ def fail_stage(
 
 def stop_stage(stage_run_id: int, *, done: int, total: int) -> None:
     """Close a stage run that stopped because its job was cancelled."""
-    with transaction.atomic():
-        stage_run = StageRun.objects.select_for_update().get(pk=stage_run_id)
-        if stage_run.status == StageStatus.IN_PROGRESS:
-            _end_stage_run(stage_run, StageStatus.SKIPPED, done=done, total=total)
+    _end_stage_run(stage_run_id, StageStatus.SKIPPED, done=done, total=total)
 
 
 # --- what people do ------------------------------------------------------------------

@@ -149,6 +149,9 @@ class ProcessingJob(models.Model):
     items_done = models.IntegerField(default=0)
     progress = models.PositiveSmallIntegerField(default=0)
 
+    stage_attempt = models.PositiveIntegerField(
+        default=0, help_text="Attempts at the current stage so far (its StageRun.attempt)."
+    )
     retry_count = models.PositiveIntegerField(default=0)
     auto_retries = models.PositiveIntegerField(
         default=0, help_text="Automatic retries since the last manual action."
