@@ -8,6 +8,7 @@ while testing (see settings.TESTING), and each test starts with empty queues.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,21 @@ from rq import SimpleWorker
 from processing.models import Matter, Membership, ProcessingJob, Role
 from processing.tokens import create_token
 
-CORPUS = Path(__file__).resolve().parent.parent.parent / "shared" / "corpus"
+
+def _find_corpus() -> Path:
+    """``../shared/corpus`` beside the checkout (or JOBTRACKER_CORPUS)."""
+    configured = os.environ.get("JOBTRACKER_CORPUS")
+    if configured:
+        return Path(configured)
+    root = Path(__file__).resolve().parent.parent
+    for parent in (root, *root.parents):
+        candidate = parent / "shared" / "corpus"
+        if candidate.is_dir():
+            return candidate
+    return root.parent / "shared" / "corpus"
+
+
+CORPUS = _find_corpus()
 QUEUES = ("high", "default", "low")
 
 

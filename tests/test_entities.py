@@ -55,9 +55,19 @@ def only(text: str, kind: str) -> list[tuple[str, str]]:
 
 @pytest.mark.parametrize(
     "written",
-    ["January 5, 2021", "5 January 2021", "Jan. 5, 2021", "Jan 5 2021", "2021-01-05",
-     "01/05/2021", "1/5/2021", "JANUARY 5, 2021", "5th January 2021", "5th day of January, 2021",
-     "January 5th, 2021"],
+    [
+        "January 5, 2021",
+        "5 January 2021",
+        "Jan. 5, 2021",
+        "Jan 5 2021",
+        "2021-01-05",
+        "01/05/2021",
+        "1/5/2021",
+        "JANUARY 5, 2021",
+        "5th January 2021",
+        "5th day of January, 2021",
+        "January 5th, 2021",
+    ],
 )
 def test_each_date_form_is_found_with_its_iso_value(written: str) -> None:
     text = f"The agreement, signed {written}, binds both parties."
@@ -295,7 +305,11 @@ def entity_rows(document: Document) -> list[tuple[int, str, str]]:
 
 @needs_worker
 def test_the_stage_saves_each_pages_entities_with_its_page_number(
-    api_client: Any, alice: Any, matter: Matter, worker: Any, extract_then_entities: None,
+    api_client: Any,
+    alice: Any,
+    matter: Matter,
+    worker: Any,
+    extract_then_entities: None,
     scanned: list[str],
 ) -> None:
     client = api_client(alice)
@@ -317,9 +331,11 @@ def test_the_stage_saves_each_pages_entities_with_its_page_number(
         assert texts[entity.page_number][entity.start : entity.end] == entity.text
         assert entity.matter_id == matter.pk
     assert not DocumentPage.objects.filter(document=job.document, entities_done=False).exists()
-    assert scanned == ["Page 1. This agreement is dated January 5, 2021.",
-                       "Page 2. Notices go to Jane.Doe@Example.com.",
-                       "Page 3. See Roe v. Wade, 410 U.S. 113 (1973)."]
+    assert scanned == [
+        "Page 1. This agreement is dated January 5, 2021.",
+        "Page 2. Notices go to Jane.Doe@Example.com.",
+        "Page 3. See Roe v. Wade, 410 U.S. 113 (1973).",
+    ]
     run = StageRun.objects.get(job=job, stage="entities")
     assert (run.status, run.items_done, run.items_total) == ("COMPLETED", 3, 3)
 
@@ -338,8 +354,13 @@ def test_the_stage_saves_each_pages_entities_with_its_page_number(
 
 @needs_worker
 def test_a_retry_resumes_after_the_last_saved_page_and_duplicates_nothing(
-    api_client: Any, alice: Any, matter: Matter, worker: Any, extract_then_entities: None,
-    scanned: list[str], monkeypatch: pytest.MonkeyPatch,
+    api_client: Any,
+    alice: Any,
+    matter: Matter,
+    worker: Any,
+    extract_then_entities: None,
+    scanned: list[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setattr(entities_module, "FLUSH_PAGES", 1)
     broken = {"armed": True}
@@ -390,8 +411,13 @@ def direct_context(document: Document, job: ProcessingJob | None = None) -> Stag
     register_test_pipeline()
     if job is None:
         job = ProcessingJob.objects.create(
-            matter_id=document.matter_id, document=document, job_type=TEST_JOB_TYPE,
-            status="PROCESSING", current_stage="entities", stage_index=2, total_stages=2,
+            matter_id=document.matter_id,
+            document=document,
+            job_type=TEST_JOB_TYPE,
+            status="PROCESSING",
+            current_stage="entities",
+            stage_index=2,
+            total_stages=2,
         )
     run = StageRun.objects.create(job=job, stage="entities", stage_index=2, status="IN_PROGRESS")
     return StageContext(job=job, stage_run=run, document=document, dispatch_id=job.dispatch_id)
@@ -401,8 +427,14 @@ def make_document(
     matter: Matter, pages: list[str], *, name: str = "doc.txt", **fields: Any
 ) -> Document:
     document = Document.objects.create(
-        matter=matter, original_name=name, file=f"documents/{matter.pk}/{uuid.uuid4()}/{name}",
-        content_type="text/plain", size=100, sha256="0" * 64, page_count=len(pages), **fields,
+        matter=matter,
+        original_name=name,
+        file=f"documents/{matter.pk}/{uuid.uuid4()}/{name}",
+        content_type="text/plain",
+        size=100,
+        sha256="0" * 64,
+        page_count=len(pages),
+        **fields,
     )
     DocumentPage.objects.bulk_create(
         DocumentPage(document=document, page_number=n, text=t, char_count=len(t))
@@ -435,8 +467,12 @@ def test_the_document_page_shows_entities_by_kind_with_their_pages_and_ocr_notes
 ) -> None:
     document = make_document(
         matter,
-        ["Dated January 5, 2021.", "Pay $1,200.50 to jane@example.com.", "Unreadable scan",
-         "Again on January 5, 2021, see Roe v. Wade, 410 U.S. 113."],
+        [
+            "Dated January 5, 2021.",
+            "Pay $1,200.50 to jane@example.com.",
+            "Unreadable scan",
+            "Again on January 5, 2021, see Roe v. Wade, 410 U.S. 113.",
+        ],
         processing_state="PROCESSED",
     )
     DocumentPage.objects.filter(document=document, page_number=2).update(
@@ -450,8 +486,12 @@ def test_the_document_page_shows_entities_by_kind_with_their_pages_and_ocr_notes
     response = page_as(alice, document)
     assert response.status_code == 200
     html = response.content.decode()
-    for kind, label in [("date", "Date"), ("money", "Money"), ("email", "Email address"),
-                        ("citation", "Case citation")]:
+    for kind, label in [
+        ("date", "Date"),
+        ("money", "Money"),
+        ("email", "Email address"),
+        ("citation", "Case citation"),
+    ]:
         assert f'id="entities-{kind}"' in html and label in html
     assert 'id="entities-phone"' not in html
     # One row per distinct date, linking both pages it is on.
@@ -492,7 +532,11 @@ def test_the_document_page_is_404_for_a_non_member_and_its_queries_do_not_grow(
 
 @needs_worker
 def test_the_matter_object_counts_whats_ready_while_another_document_waits(
-    api_client: Any, alice: Any, matter: Matter, worker: Any, extract_then_entities: None,
+    api_client: Any,
+    alice: Any,
+    matter: Matter,
+    worker: Any,
+    extract_then_entities: None,
 ) -> None:
     client = api_client(alice)
     done = job_of(client.upload(matter.pk, "agreement.pdf", make_pdf(PAGES)))
@@ -500,8 +544,14 @@ def test_the_matter_object_counts_whats_ready_while_another_document_waits(
     waiting = job_of(client.upload(matter.pk, "later.pdf", make_pdf(["Page 1. $5 on 01/02/2021."])))
     # Entities of a document still in the pipeline are not counted as ready yet.
     Entity.objects.create(
-        document=waiting.document, matter=matter, kind="money", text="$5", value="USD 5.00",
-        page_number=1, start=8, end=10,
+        document=waiting.document,
+        matter=matter,
+        kind="money",
+        text="$5",
+        value="USD 5.00",
+        page_number=1,
+        start=8,
+        end=10,
     )
 
     matters = client.get("/api/matters").json()["data"]

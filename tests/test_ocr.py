@@ -317,7 +317,6 @@ def test_a_multi_page_tiff_is_read_page_by_page(
     assert "Thornbury" in first.text and "Whitcombe" in second.text
 
 
-@pytest.mark.skipif(not (CORPUS / "image-pdf-2.pdf").exists(), reason="no corpus")
 def test_the_scanned_opinion_in_the_corpus_is_read(
     api_client: Any, alice: Any, matter: Any, worker: Any
 ) -> None:

@@ -50,8 +50,9 @@ def search_pipeline(monkeypatch: pytest.MonkeyPatch) -> Pipeline:
 # --- helpers ---------------------------------------------------------------------------
 
 
-def processed(client: ApiClient, matter: Matter, name: str, content: bytes,
-              worker: Callable[..., int]) -> ProcessingJob:
+def processed(
+    client: ApiClient, matter: Matter, name: str, content: bytes, worker: Callable[..., int]
+) -> ProcessingJob:
     """Upload ``content`` and run the workers until its job ends; it must complete."""
     response = client.upload(matter.pk, name, content)
     assert response.status_code == 201, response.content[:500]
@@ -147,12 +148,14 @@ def test_more_mentions_rank_higher(
 ) -> None:
     client = api_client(alice)
     filler = prose(7, 4)
-    five = " ".join(
-        f"Clause {n} concerns indemnification of the buyer." for n in range(1, 6)
+    five = " ".join(f"Clause {n} concerns indemnification of the buyer." for n in range(1, 6))
+    processed(
+        client,
+        matter,
+        "once.pdf",
+        make_pdf([f"{filler} Clause 1 concerns indemnification of the buyer. {filler}"]),
+        worker,
     )
-    processed(client, matter, "once.pdf",
-              make_pdf([f"{filler} Clause 1 concerns indemnification of the buyer. {filler}"]),
-              worker)
     processed(client, matter, "five.pdf", make_pdf([f"{filler} {five} {filler}"]), worker)
 
     hits = hits_of(client, matter, "indemnification")
@@ -166,10 +169,20 @@ def test_english_stemming_matches_other_forms_of_a_word(
     api_client: Any, alice: Any, matter: Matter, worker: Any
 ) -> None:
     client = api_client(alice)
-    processed(client, matter, "noun.pdf",
-              make_pdf(["The seller gives full indemnification for every claim."]), worker)
-    processed(client, matter, "verb.pdf",
-              make_pdf(["The seller shall indemnify the buyer against every claim."]), worker)
+    processed(
+        client,
+        matter,
+        "noun.pdf",
+        make_pdf(["The seller gives full indemnification for every claim."]),
+        worker,
+    )
+    processed(
+        client,
+        matter,
+        "verb.pdf",
+        make_pdf(["The seller shall indemnify the buyer against every claim."]),
+        worker,
+    )
 
     def names(q: str) -> set[str]:
         return {h["document_name"] for h in hits_of(client, matter, q)}
@@ -190,18 +203,37 @@ def test_search_sees_only_the_callers_matter(
 ) -> None:
     bob = make_user("bob")
     other = make_matter(bob, name="Other matter")
-    processed(api_client(alice), matter, "alice.pdf",
-              make_pdf(["Confidential settlement figures for Alice."]), worker)
-    processed(api_client(bob), other, "bob.pdf",
-              make_pdf(["Confidential settlement figures for Bob."]), worker)
+    processed(
+        api_client(alice),
+        matter,
+        "alice.pdf",
+        make_pdf(["Confidential settlement figures for Alice."]),
+        worker,
+    )
+    processed(
+        api_client(bob),
+        other,
+        "bob.pdf",
+        make_pdf(["Confidential settlement figures for Bob."]),
+        worker,
+    )
     as_bob = api_client(bob)
 
-    error_of(as_bob.get(f"/api/matters/{matter.pk}/search", data={"q": "settlement"}),
-             404, "MATTER_NOT_FOUND")
-    error_of(as_bob.get("/api/matters/not-a-uuid/search", data={"q": "settlement"}),
-             404, "MATTER_NOT_FOUND")
-    error_of(api_client(None).get(f"/api/matters/{matter.pk}/search", data={"q": "x"}),
-             401, "AUTHENTICATION_REQUIRED")
+    error_of(
+        as_bob.get(f"/api/matters/{matter.pk}/search", data={"q": "settlement"}),
+        404,
+        "MATTER_NOT_FOUND",
+    )
+    error_of(
+        as_bob.get("/api/matters/not-a-uuid/search", data={"q": "settlement"}),
+        404,
+        "MATTER_NOT_FOUND",
+    )
+    error_of(
+        api_client(None).get(f"/api/matters/{matter.pk}/search", data={"q": "x"}),
+        401,
+        "AUTHENTICATION_REQUIRED",
+    )
     assert [h["document_name"] for h in hits_of(as_bob, other, "settlement")] == ["bob.pdf"]
     assert [h["document_name"] for h in hits_of(api_client(alice), matter, "settlement")] == [
         "alice.pdf"
@@ -215,7 +247,7 @@ def test_snippets_are_escaped_html_with_only_mark_tags(
     client = api_client(alice)
     text = (
         "Exhibit 4 shows the indemnification <script>alert('pwned')</script> "
-        "schedule & costs <b>bold</b> \"quoted\" for Smith & Co."
+        'schedule & costs <b>bold</b> "quoted" for Smith & Co.'
     )
     processed(client, matter, "exhibit.pdf", make_pdf([text]), worker)
 
@@ -253,8 +285,9 @@ def test_hits_collapse_per_page_and_honour_the_limit(
 ) -> None:
     client = api_client(alice)
     # Every sentence mentions the word, so overlapping chunks of one page all match.
-    pages = [" ".join(f"Arbitration rule {p}.{i} applies here." for i in range(60))
-             for p in range(1, 5)]
+    pages = [
+        " ".join(f"Arbitration rule {p}.{i} applies here." for i in range(60)) for p in range(1, 5)
+    ]
     job = processed(client, matter, "rules.pdf", make_pdf(pages), worker)
     assert DocumentChunk.objects.filter(document=job.document).count() > 4
 
@@ -282,8 +315,9 @@ def test_rerunning_chunk_and_index_writes_nothing(
 
     assert chunk_rows(job.document) == before
     assert any(CHUNK_TABLE in s for s in sql)  # the stages' queries were captured
-    touching = [s for s in sql if CHUNK_TABLE in s and s.lstrip().startswith(
-        ("INSERT", "UPDATE", "DELETE"))]
+    touching = [
+        s for s in sql if CHUNK_TABLE in s and s.lstrip().startswith(("INSERT", "UPDATE", "DELETE"))
+    ]
     assert touching == []
     runs = {r.stage: r for r in StageRun.objects.filter(job=again)}
     assert (runs["chunk"].items_done, runs["chunk"].items_total) == (6, 6)
@@ -295,8 +329,9 @@ def test_index_fills_only_missing_vectors_in_one_update(
     api_client: Any, alice: Any, matter: Matter, worker: Any
 ) -> None:
     client = api_client(alice)
-    job = processed(client, matter, "long.pdf", make_pdf([prose(n, 30) for n in range(1, 5)]),
-                    worker)
+    job = processed(
+        client, matter, "long.pdf", make_pdf([prose(n, 30) for n in range(1, 5)]), worker
+    )
     chunks = DocumentChunk.objects.filter(document=job.document)
     cleared = chunks.filter(index__in=[1, 2]).update(search_vector=None)
     assert cleared == 2
@@ -314,16 +349,20 @@ def test_chunking_is_deterministic(
     api_client: Any, alice: Any, matter: Matter, worker: Any
 ) -> None:
     client = api_client(alice)
-    job = processed(client, matter, "long.pdf", make_pdf([prose(n, 40) for n in range(1, 8)]),
-                    worker)
+    job = processed(
+        client, matter, "long.pdf", make_pdf([prose(n, 40) for n in range(1, 8)]), worker
+    )
     before = chunk_rows(job.document)
     DocumentChunk.objects.filter(document=job.document).delete()
 
     rerun(job.document, worker)
 
     assert chunk_rows(job.document) == before
-    pages = list(DocumentPage.objects.filter(document=job.document)
-                 .order_by("page_number").values_list("page_number", "text"))
+    pages = list(
+        DocumentPage.objects.filter(document=job.document)
+        .order_by("page_number")
+        .values_list("page_number", "text")
+    )
     assert [c.text for c in split_chunks(pages)] == [row[1] for row in before]
 
 
@@ -341,7 +380,7 @@ def test_chunks_end_at_sentences_and_overlap() -> None:
         assert current.text.startswith("Sentence number ")
         overlap = previous.char_start + len(previous.text) - current.char_start
         assert 0.10 * len(previous.text) <= overlap <= 0.25 * len(previous.text)
-        assert text[current.char_start:current.char_start + overlap] == previous.text[-overlap:]
+        assert text[current.char_start : current.char_start + overlap] == previous.text[-overlap:]
     assert chunks[0].char_start == 0
     assert chunks[-1].char_start + len(chunks[-1].text) == len(text)
 
@@ -391,10 +430,10 @@ def test_page_spans_and_offsets() -> None:
     assert any(c.page_start == 1 and c.page_end == 3 for c in chunks)
     for c in chunks:
         begin = starts[c.page_start] + c.char_start
-        assert stream[begin:begin + len(c.text)] == c.text
+        assert stream[begin : begin + len(c.text)] == c.text
         last = begin + len(c.text) - 1
         assert c.page_end == max(n for n, s in starts.items() if s <= last)
-        assert c.text.startswith(dict(text_pages)[c.page_start][c.char_start:][:20])
+        assert c.text.startswith(dict(text_pages)[c.page_start][c.char_start :][:20])
 
 
 @needs_worker
@@ -405,8 +444,9 @@ def test_a_chunk_crossing_pages_has_its_span_and_hits_name_the_matching_page(
     pages = [prose(1, 12), "The cargo was carried by zeppelin. " + prose(2, 12), prose(3, 12)]
     job = processed(client, matter, "span.pdf", make_pdf(pages), worker)
     first = DocumentChunk.objects.get(document=job.document, index=0)
-    page_texts = dict(DocumentPage.objects.filter(document=job.document)
-                      .values_list("page_number", "text"))
+    page_texts = dict(
+        DocumentPage.objects.filter(document=job.document).values_list("page_number", "text")
+    )
     assert (first.page_start, first.char_start) == (1, 0)
     assert first.page_end >= 2 and "zeppelin" in first.text
     assert first.text.startswith(page_texts[1])
@@ -424,8 +464,9 @@ def test_a_document_without_text_completes_with_no_chunks(
     job = processed(api_client(alice), matter, "blank.pdf", make_pdf(["", " "]), worker)
     assert job.document.pages.count() == 2
     assert not DocumentChunk.objects.filter(document=job.document).exists()
-    runs = {r.stage: (r.status, r.items_done, r.items_total)
-            for r in StageRun.objects.filter(job=job)}
+    runs = {
+        r.stage: (r.status, r.items_done, r.items_total) for r in StageRun.objects.filter(job=job)
+    }
     assert runs["chunk"] == ("COMPLETED", 0, 0)
     assert runs["index"] == ("COMPLETED", 0, 0)
 
@@ -440,8 +481,13 @@ def test_a_matters_language_is_used_and_a_bad_one_fails_clearly(
     client = api_client(alice)
     french = make_matter(alice, name="Affaire")
     Matter.objects.filter(pk=french.pk).update(search_language="french")
-    processed(client, french, "contrat.pdf",
-              make_pdf(["Les parties signent les contrats de vente."]), worker)
+    processed(
+        client,
+        french,
+        "contrat.pdf",
+        make_pdf(["Les parties signent les contrats de vente."]),
+        worker,
+    )
     assert [h["document_name"] for h in hits_of(client, french, "contrat")] == ["contrat.pdf"]
     assert set(DocumentChunk.objects.filter(matter=french).values_list("language", flat=True)) == {
         "french"
@@ -453,11 +499,14 @@ def test_a_matters_language_is_used_and_a_bad_one_fails_clearly(
     worker()
     job.refresh_from_db()
     assert (job.status, job.current_stage, job.error_code) == (
-        "FAILED", "index", "INVALID_SEARCH_LANGUAGE"
+        "FAILED",
+        "index",
+        "INVALID_SEARCH_LANGUAGE",
     )
     assert "search language" in job.error and job.retry_count == 0
-    error = error_of(client.get(f"/api/matters/{matter.pk}/search", data={"q": "words"}),
-                     400, "VALIDATION_ERROR")
+    error = error_of(
+        client.get(f"/api/matters/{matter.pk}/search", data={"q": "words"}), 400, "VALIDATION_ERROR"
+    )
     assert error["details"] == {"field": "search_language"}
 
     # Once staff correct it, a retry indexes in the corrected language.
