@@ -8,6 +8,7 @@ from django.conf import settings
 
 from processing.documents import open_document
 from processing.models import Document, DocumentPage
+from processing.pipeline.checkpoints import save_rows
 from processing.pipeline.context import StageContext
 
 FLUSH_PAGES = 64
@@ -25,8 +26,8 @@ def extract(ctx: StageContext) -> None:
     Pages that already have a row (from an earlier attempt) are not read again.
     New rows are written in small batches (every ``FLUSH_PAGES`` pages or
     ``FLUSH_SECONDS``, whichever comes first), each batch its own transaction,
-    so a crash loses at most a moment's work and a large document never sits
-    in memory.
+    with COPY (:func:`save_rows`), so a crash loses at most a moment's work and
+    a large document never sits in memory.
     """
     document = ctx.document
     with open_document(
@@ -45,14 +46,15 @@ def extract(ctx: StageContext) -> None:
         )
         done = len(finished)
         ctx.progress(done, total)
-        batch: list[DocumentPage] = []
+        columns = ("document", "page_number", "text", "char_count", "source")
+        source = DocumentPage.Source.TEXT_LAYER.value
+        batch: list[tuple[object, ...]] = []
         last_flush = time.monotonic()
 
         def flush() -> None:
             nonlocal last_flush
-            if batch:
-                DocumentPage.objects.bulk_create(batch, ignore_conflicts=True)
-                batch.clear()
+            save_rows(DocumentPage, columns, batch)
+            batch.clear()
             last_flush = time.monotonic()
             ctx.progress(done, total)
 
@@ -62,15 +64,7 @@ def extract(ctx: StageContext) -> None:
                 continue
             ctx.stop_if_asked()
             text = _clean(reader.page_text(index))
-            batch.append(
-                DocumentPage(
-                    document=document,
-                    page_number=number,
-                    text=text,
-                    char_count=len(text),
-                    source=DocumentPage.Source.TEXT_LAYER,
-                )
-            )
+            batch.append((document.pk, number, text, len(text), source))
             done += 1
             if len(batch) >= FLUSH_PAGES or time.monotonic() - last_flush >= FLUSH_SECONDS:
                 flush()
