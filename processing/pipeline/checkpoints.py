@@ -37,7 +37,13 @@ def save_rows(
     names = ", ".join(quote(f.column) for f in [*given, *defaulted])
     statement = f"COPY {quote(meta.db_table)} ({names}) FROM STDIN"
     try:
-        with transaction.atomic(), connection.cursor() as cursor, cursor.copy(statement) as copy:
+        # COPY goes to psycopg directly: wrap_database_errors turns its errors into Django's.
+        with (
+            transaction.atomic(),
+            connection.wrap_database_errors,
+            connection.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
             for row in rows:
                 copy.write_row([*row, *defaults])
     except IntegrityError:
