@@ -7,18 +7,31 @@ rebuilds missing queue entries from it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import uuid
 from datetime import datetime
 
 import django_rq
 from django.conf import settings
+from redis import Redis
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 RESULT_TTL = 24 * 3600
 FAILURE_TTL = 7 * 24 * 3600
+
+
+@functools.cache
+def _connection() -> Redis:
+    """One Redis client per process (all queues share REDIS_URL).
+
+    django_rq.get_queue() otherwise builds a new client, pool and socket per call:
+    connect, handshake and redis-py's driver-info lookup (importlib.metadata) on every
+    enqueue. redis-py's pool notices a fork (pid check) and reconnects in the child.
+    """
+    return django_rq.get_connection("default")
 
 
 def rq_job_id(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> str:
@@ -35,7 +48,7 @@ def enqueue_stage(
     when: datetime | None = None,
 ) -> bool:
     """Enqueue ``tasks.run_stage`` for this dispatch; False if Redis was unreachable."""
-    queue = django_rq.get_queue(queue_name)
+    queue = django_rq.get_queue(queue_name, connection=_connection())
     options = {
         "job_id": rq_job_id(job_id, dispatch_id),
         "job_timeout": settings.STAGE_TIMEOUT,
