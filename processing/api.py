@@ -23,6 +23,7 @@ from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
 
 from processing import lifecycle, selectors, tokens
+from processing.matters import create_matter as new_matter
 from processing.models import Matter, Membership, ProcessingJob, Role
 from processing.payloads import job_detail_payload, job_payload, matter_payload
 from processing.permissions import Action, may_act_on_job, role_allows, role_on
@@ -236,9 +237,7 @@ def create_matter(request: HttpRequest, payload: MatterIn) -> HttpResponse:
     name = payload.name.strip()
     if not name:
         raise ApiError(400, "VALIDATION_ERROR", "A matter needs a name.", field="name")
-    with transaction.atomic():
-        matter = Matter.objects.create(name=name, created_by=request.user)
-        Membership.objects.create(matter=matter, user=request.user, role=Role.OWNER)
+    matter = new_matter(name, owner=request.user)
     return json_response({"data": matter_payload(matter, Role.OWNER, {})}, status=201)
 
 

@@ -6,13 +6,13 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_POST
 
 from processing import selectors
-from processing.models import Document, DocumentPage, Matter, Membership, Role
+from processing.matters import create_matter
+from processing.models import Document, DocumentPage, Matter, Membership
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, role_allows, role_on
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
@@ -36,9 +36,7 @@ def matter_list(request: HttpRequest) -> HttpResponse:
         if not name:
             messages.error(request, "A matter needs a name.")
         else:
-            with transaction.atomic():
-                matter = Matter.objects.create(name=name[:200], created_by=request.user)
-                Membership.objects.create(matter=matter, user=request.user, role=Role.OWNER)
+            matter = create_matter(name[:200], owner=request.user)
             return redirect("matter-detail", matter_id=matter.pk)
     memberships = (
         Membership.objects.filter(user=request.user)
