@@ -11,9 +11,10 @@ because each takes seconds and a retry must not redo it. A page that cannot
 be read becomes ``failed`` with a note saying why, and the stage goes on: one
 bad page does not fail a 300-page scan.
 
-Text, HTML and DOCX have no page images: all their pages become
-``not_needed`` in one UPDATE, and they count as done items (progress n of n),
-the same as the text pages of a PDF.
+Text, HTML and DOCX have no page images: the stage has nothing to do for
+them and completes at once with zero items (its pages are marked
+``not_needed`` in one UPDATE). The text pages of a PDF or the frames of an
+image do count as done items.
 
 Tesseract missing, or without its language data, is the machine's fault, not
 the document's: the stage raises SERVICE_UNAVAILABLE, a transient error, so
@@ -77,14 +78,15 @@ def ocr(ctx: StageContext) -> None:
     """Give every page an ``ocr_status``, reading the thin ones with Tesseract."""
     document = ctx.document
     pages = DocumentPage.objects.filter(document=document)
+    if document.content_type not in PAGE_IMAGE_TYPES:
+        # Nothing here can be an image of text: zero items, done at once.
+        pages.filter(ocr_status="").update(ocr_status=NOT_NEEDED)
+        ctx.progress(0, 0)
+        return
     counts = pages.aggregate(total=Count("pk"), done=Count("pk", filter=~Q(ocr_status="")))
     total, done = counts["total"], counts["done"]
     ctx.progress(done, total)
     if done == total:
-        return
-    if document.content_type not in PAGE_IMAGE_TYPES:
-        done += pages.filter(ocr_status="").update(ocr_status=NOT_NEEDED)
-        ctx.progress(done, total)
         return
 
     started = time.monotonic()
