@@ -93,9 +93,7 @@ def find_entities(text: str) -> list[Found]:
 
 def _without_overlaps(candidates: list[Found]) -> list[Found]:
     """Keep the longest of overlapping matches (ties broken by ``_PRECEDENCE``)."""
-    ordered = sorted(
-        candidates, key=lambda f: (-(f.end - f.start), _PRECEDENCE[f.kind], f.start)
-    )
+    ordered = sorted(candidates, key=lambda f: (-(f.end - f.start), _PRECEDENCE[f.kind], f.start))
     # Kept matches never overlap, so sorted by start they are sorted by end too.
     starts: list[int] = []
     kept: list[Found] = []
@@ -119,15 +117,36 @@ def _found(kind: str, text: str, start: int, end: int, value: str) -> Found | No
 # --- dates ---------------------------------------------------------------------------
 
 _MONTHS = {
-    "january": 1, "jan": 1, "february": 2, "feb": 2, "march": 3, "mar": 3,
-    "april": 4, "apr": 4, "may": 5, "june": 6, "jun": 6, "july": 7, "jul": 7,
-    "august": 8, "aug": 8, "september": 9, "sept": 9, "sep": 9, "october": 10, "oct": 10,
-    "november": 11, "nov": 11, "december": 12, "dec": 12,
+    "january": 1,
+    "jan": 1,
+    "february": 2,
+    "feb": 2,
+    "march": 3,
+    "mar": 3,
+    "april": 4,
+    "apr": 4,
+    "may": 5,
+    "june": 6,
+    "jun": 6,
+    "july": 7,
+    "jul": 7,
+    "august": 8,
+    "aug": 8,
+    "september": 9,
+    "sept": 9,
+    "sep": 9,
+    "october": 10,
+    "oct": 10,
+    "november": 11,
+    "nov": 11,
+    "december": 12,
+    "dec": 12,
 }
 # Capitalised or all capitals: "May" and "MAY" are months, "may" is a verb.
 _MONTH = "|".join(
-    sorted({form for name in _MONTHS for form in (name.title(), name.upper())}, key=len,
-           reverse=True)
+    sorted(
+        {form for name in _MONTHS for form in (name.title(), name.upper())}, key=len, reverse=True
+    )
 )
 _ORDINAL = r"(?:st|nd|rd|th)?"
 _DATE_RES = [
@@ -173,8 +192,15 @@ _SYMBOLS = {"$": "USD", "US$": "USD", "C$": "CAD", "A$": "AUD", "â‚¬": "EUR", "Â
 _CODES = ("USD", "EUR", "GBP", "CAD", "AUD", "CHF", "JPY")
 _WORDS = {"dollars": "USD", "euros": "EUR"}
 _SCALES = {
-    "thousand": 10**3, "million": 10**6, "billion": 10**9, "trillion": 10**12,
-    "k": 10**3, "m": 10**6, "mm": 10**6, "mn": 10**6, "bn": 10**9,
+    "thousand": 10**3,
+    "million": 10**6,
+    "billion": 10**9,
+    "trillion": 10**12,
+    "k": 10**3,
+    "m": 10**6,
+    "mm": 10**6,
+    "mn": 10**6,
+    "bn": 10**9,
 }
 # Alternatives in the order tried: European grouping with a decimal comma, European
 # grouping of two or more groups, English grouping, a bare decimal comma, plain.
@@ -228,8 +254,13 @@ def _money(text: str) -> Iterator[Found]:
         for match in pattern.finditer(text):
             groups = match.groupdict()
             currency = (
-                _SYMBOLS.get(groups.get("symbol") or groups.get("dollar") or groups.get("sign")
-                             or groups.get("after_sign") or "")
+                _SYMBOLS.get(
+                    groups.get("symbol")
+                    or groups.get("dollar")
+                    or groups.get("sign")
+                    or groups.get("after_sign")
+                    or ""
+                )
                 or groups.get("code")
                 or groups.get("after_code")
                 or _WORDS.get(groups.get("after_word") or "")
@@ -267,11 +298,9 @@ def _emails(text: str) -> Iterator[Found]:
 _PHONE_BEFORE = r"(?<![\w+\-./#])"
 _PHONE_AFTER = r"(?![\w\-]|[./,:]\d)"
 _NANP_RE = re.compile(
-    _PHONE_BEFORE
-    + r"(?:(?P<country>\+1|1)[ .\-]?)?"
+    _PHONE_BEFORE + r"(?:(?P<country>\+1|1)[ .\-]?)?"
     r"(?:\((?P<area_paren>[2-9]\d{2})\)\s?|(?P<area>[2-9]\d{2})(?P<sep>[ .\-]))"
-    r"(?P<exchange>[2-9]\d{2})[ .\-](?P<line>\d{4})"
-    + _PHONE_AFTER
+    r"(?P<exchange>[2-9]\d{2})[ .\-](?P<line>\d{4})" + _PHONE_AFTER
 )
 _INTERNATIONAL_RE = re.compile(
     _PHONE_BEFORE
@@ -347,8 +376,7 @@ def _speed_up_eyecite() -> None:
     from courts_db import courts
 
     normalised = [
-        (regex.sub(r"[^\w]", "", court["citation_string"]).lower(), court["id"])
-        for court in courts
+        (regex.sub(r"[^\w]", "", court["citation_string"]).lower(), court["id"]) for court in courts
     ]
 
     @functools.lru_cache(maxsize=4096)

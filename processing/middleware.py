@@ -38,5 +38,3 @@ class ApiErrorEnvelopeMiddleware:
                 replacement["Allow"] = response["Allow"]
             return replacement
         return response
-
-

@@ -131,14 +131,27 @@ def _candidates(
         ORDER BY best.rank DESC, c.document_id, c.index
     """
     params = {
-        "query": query, "matter": matter.pk, "count": count, "offset": offset,
-        "config": config, "from": _TRANSLATE_FROM, "to": _TRANSLATE_TO,
+        "query": query,
+        "matter": matter.pk,
+        "count": count,
+        "offset": offset,
+        "config": config,
+        "from": _TRANSLATE_FROM,
+        "to": _TRANSLATE_TO,
         "options": _HEADLINE_OPTIONS,
     }
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
-        columns = ["document_id", "name", "page_start", "page_end", "char_start", "text",
-                   "headline", "rank"]
+        columns = [
+            "document_id",
+            "name",
+            "page_start",
+            "page_end",
+            "char_start",
+            "text",
+            "headline",
+            "rank",
+        ]
         return [dict(zip(columns, row, strict=True)) for row in cursor.fetchall()]
 
 
@@ -149,8 +162,9 @@ def _page_lengths(rows: list[dict[str, Any]]) -> dict[Any, list[tuple[int, int]]
         return {}
     covered = Q()
     for r in spans:
-        covered |= Q(document_id=r["document_id"],
-                     page_number__range=(r["page_start"], r["page_end"]))
+        covered |= Q(
+            document_id=r["document_id"], page_number__range=(r["page_start"], r["page_end"])
+        )
     pages = (
         DocumentPage.objects.filter(covered, text__regex=r"\S")
         .order_by("document_id", "page_number")
@@ -171,8 +185,7 @@ def _page_of_match(row: dict[str, Any], lengths: list[tuple[int, int]]) -> int:
     at = row["text"].find(plain)
     if at < 0:
         return row["page_start"]
-    covered = [(n, length) for n, length in lengths
-               if row["page_start"] <= n <= row["page_end"]]
+    covered = [(n, length) for n, length in lengths if row["page_start"] <= n <= row["page_end"]]
     if not covered:
         return row["page_start"]
     return locate(covered, row["char_start"], at + headline.index(_MARK_START))
@@ -181,11 +194,7 @@ def _page_of_match(row: dict[str, Any], lengths: list[tuple[int, int]]) -> int:
 def _snippet(headline: str) -> str:
     """The headline as HTML: every character escaped, matches in ``<mark>``."""
     text = " ".join(headline.translate(_RESTORE).split())
-    return (
-        html.escape(text)
-        .replace(_MARK_START, "<mark>")
-        .replace(_MARK_STOP, "</mark>")
-    )
+    return html.escape(text).replace(_MARK_START, "<mark>").replace(_MARK_STOP, "</mark>")
 
 
 def search_matter(matter: Matter, q: str, *, limit: int = 20) -> list[dict[str, Any]]:

@@ -228,7 +228,5 @@ def test_checkpoint_rows_that_already_exist_are_kept_and_the_rest_saved(
         columns,
         [(document.pk, n, f"page {n}", 6, "text_layer") for n in (1, 2, 3)],
     )
-    pages = dict(
-        DocumentPage.objects.filter(document=document).values_list("page_number", "text")
-    )
+    pages = dict(DocumentPage.objects.filter(document=document).values_list("page_number", "text"))
     assert pages == {1: "page 1", 2: "saved by the other", 3: "page 3"}
