@@ -265,3 +265,21 @@ def test_progress_is_throttled_per_call_but_never_goes_backwards(job: Processing
     lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=1, total=4)
     job = ProcessingJob.objects.get(pk=job.pk)
     assert job.progress == 25 and job.items_done == 1
+
+
+def test_a_thousand_page_stage_does_not_write_a_row_per_page(
+    job: ProcessingJob, django_assert_max_num_queries: Any
+) -> None:
+    """Progress writes are throttled: 1,000 calls in a burst cost a handful of queries."""
+    from processing.pipeline.context import StageContext
+
+    job, run = begin(job)
+    ctx = StageContext(job=job, stage_run=run, document=job.document, dispatch_id=job.dispatch_id)
+    with django_assert_max_num_queries(4):
+        for done in range(1, 1001):
+            ctx.progress(done, 1000)
+    # The last figure is kept for the stage's end, which always records it.
+    assert (ctx.items_done, ctx.items_total) == (1000, 1000)
+    lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=ctx.items_done, total=1000)
+    run.refresh_from_db()
+    assert (run.items_done, run.items_total) == (1000, 1000)
