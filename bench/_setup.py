@@ -337,16 +337,29 @@ def page_text(page: int, words: int = 300) -> str:
     return f"Page {page}. " + " ".join(out) + "."
 
 
-def make_text_pdf(pages: int, words: int = 300) -> bytes:
-    """A text PDF of ``pages`` pages, ``words`` words on each (fpdf2, core font)."""
+def make_text_pdf(pages: int, words: int = 300, text: Any = None) -> bytes:
+    """A text PDF of ``pages`` pages, ``text(number, words)`` on each (default
+    :func:`page_text`; fpdf2, core font)."""
     from fpdf import FPDF
 
+    text = text or page_text
     pdf = FPDF()
     pdf.set_font("helvetica", size=10)
     for number in range(1, pages + 1):
         pdf.add_page()
-        pdf.multi_cell(0, 5, page_text(number, words))
+        pdf.multi_cell(0, 5, text(number, words))
     return bytes(pdf.output())
+
+
+class QueryCounter:
+    """A ``connection.execute_wrapper`` that counts the SQL statements it sees."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self, execute, sql, params, many, context):  # noqa: ANN001
+        self.count += 1
+        return execute(sql, params, many, context)
 
 
 def make_owner(username: str = "bench") -> tuple[Any, Any]:

@@ -36,34 +36,15 @@ def _cpu(pids: list[int | None]) -> float | None:
 
 def baseline(path: str) -> dict:
     """pypdfium2 alone: seconds, CPU seconds and characters for every page's text."""
-    import pypdfium2
+    from bare_jobs import bare_extract
 
     cpu_before = _cpu([None])
     started = time.perf_counter()
-    pdf = pypdfium2.PdfDocument(path)
-    chars = 0
-    try:
-        for index in range(len(pdf)):
-            page = pdf[index]
-            textpage = page.get_textpage()
-            chars += len(textpage.get_text_range())
-            textpage.close()
-            page.close()
-    finally:
-        pdf.close()
+    chars = bare_extract(path)
     elapsed = time.perf_counter() - started
     cpu_after = _cpu([None])
     cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
     return {"s": elapsed, "cpu_s": cpu, "chars": chars}
-
-
-class QueryCounter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute, sql, params, many, context):  # noqa: ANN001
-        self.count += 1
-        return execute(sql, params, many, context)
 
 
 def ours(document) -> dict:  # noqa: ANN001
@@ -86,7 +67,7 @@ def ours(document) -> dict:  # noqa: ANN001
     if job.current_stage != "extract":
         raise SystemExit(f"the pipeline starts with {job.current_stage!r}, not 'extract'")
     backend = _setup.backend_pid()
-    counter = QueryCounter()
+    counter = _setup.QueryCounter()
     cpu_before = _cpu([None, backend])
     started = time.perf_counter()
     with connection.execute_wrapper(counter):

@@ -118,15 +118,8 @@ def page_text(page: int, words: int = 300) -> str:
 
 
 def make_text_pdf(pages: int, words: int = 300) -> bytes:
-    """A text PDF, one :func:`page_text` a page (fpdf2, core font)."""
-    from fpdf import FPDF
-
-    pdf = FPDF()
-    pdf.set_font("helvetica", size=10)
-    for number in range(1, pages + 1):
-        pdf.add_page()
-        pdf.multi_cell(0, 5, page_text(number, words))
-    return bytes(pdf.output())
+    """A text PDF, one :func:`page_text` (with entities) a page."""
+    return _setup.make_text_pdf(pages, words, text=page_text)
 
 
 def _font_path() -> Path:
@@ -193,15 +186,6 @@ def upload(matter: Any, user: Any, name: str, content: bytes) -> tuple[Any, Any]
 # --- running stages ------------------------------------------------------------------------
 
 
-class QueryCounter:
-    def __init__(self) -> None:
-        self.count = 0
-
-    def __call__(self, execute, sql, params, many, context):  # noqa: ANN001
-        self.count += 1
-        return execute(sql, params, many, context)
-
-
 def _cpu(pids: list[int | None]) -> float | None:
     """CPU seconds of ``pids`` (None: this process) plus this process's reaped children."""
     values = [_setup.cpu_seconds(pid) for pid in pids]
@@ -222,7 +206,7 @@ def run_current_stage(job_id: Any, expected: str) -> dict[str, Any]:
     if job.current_stage != expected:
         raise SystemExit(f"job {job_id} is at {job.current_stage!r}, expected {expected!r}")
     backend = _setup.backend_pid()
-    counter = QueryCounter()
+    counter = _setup.QueryCounter()
     cpu_before = _cpu([None, backend])
     started = time.perf_counter()
     with connection.execute_wrapper(counter):
