@@ -40,8 +40,8 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import transaction
-from django.db.models import F, Min
+from django.db import connection, transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from processing import dispatch
@@ -103,11 +103,8 @@ def _audit(
     )
 
 
-def _locked(job_id: uuid.UUID | str, *, with_document: bool = False) -> ProcessingJob:
-    jobs = ProcessingJob.objects.select_for_update(of=("self",))
-    if with_document:
-        jobs = jobs.select_related("document")
-    return jobs.get(pk=job_id)
+def _locked(job_id: uuid.UUID | str) -> ProcessingJob:
+    return ProcessingJob.objects.select_for_update().get(pk=job_id)
 
 
 def _set_status(job: ProcessingJob, target: str) -> str:
@@ -193,6 +190,48 @@ def create_job(
 
 
 # --- the worker's side -----------------------------------------------------------------
+#
+# These run once per stage of every job, so their round trips are most of what tracking
+# costs a pipeline (bench/tracking_overhead.py). Beginning a stage, reporting progress
+# and completing a stage are therefore each ONE statement: a conditional UPDATE of the
+# job, with the rows that go with it (stage run, audit event, document) written by
+# data-modifying CTEs of the same statement, so they commit together.
+# ``UPDATE ... WHERE id = … AND dispatch_id = … AND status = …`` is the lock, check and
+# write of the other transitions in one round trip: the UPDATE takes the row lock, and
+# PostgreSQL re-checks the WHERE against the row as it is once the lock is held, so a
+# cancel that committed first makes it match nothing. The status moves these make are
+# checked against processing.states when this module loads. Failing a stage (rare, and
+# it decides between retry and failure) and everything people do lock the row with
+# select_for_update and go through the model.
+
+check_job_transition(JobStatus.QUEUED, JobStatus.PROCESSING)
+check_job_transition(JobStatus.PROCESSING, JobStatus.COMPLETED)
+check_stage_transition(StageStatus.PENDING, StageStatus.IN_PROGRESS)
+check_stage_transition(StageStatus.IN_PROGRESS, StageStatus.COMPLETED)
+check_stage_transition(StageStatus.IN_PROGRESS, StageStatus.SKIPPED)
+
+
+def _table(model: type[Any]) -> str:
+    return connection.ops.quote_name(model._meta.db_table)
+
+
+def _insert(instance: Any, *, exclude: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
+    """Column list, placeholders and values to INSERT ``instance`` (less ``exclude``)."""
+    fields = [
+        f
+        for f in instance._meta.concrete_fields
+        if not f.primary_key or getattr(instance, f.attname) is not None
+    ]
+    fields = [f for f in fields if f.name not in exclude]
+    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
+    values = [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
+    return columns, ", ".join(["%s"] * len(fields)), values
+
+
+def _job_columns() -> tuple[list[str], str]:
+    fields = ProcessingJob._meta.concrete_fields
+    quote = connection.ops.quote_name
+    return [f.attname for f in fields], ", ".join(f"job.{quote(f.column)}" for f in fields)
 
 
 def begin_stage(
@@ -203,95 +242,105 @@ def begin_stage(
     A queue entry is stale when the job was cancelled, retried, prioritised or
     already moved on since it was enqueued: its token no longer matches.
 
-    The next stage of a job that is already PROCESSING changes no status, so it
-    starts with one conditional UPDATE instead of a locked read-modify-write:
-    this runs once per stage, and round trips are most of its cost.
+    One statement resets the job's stage counters and opens the stage run. The
+    next stage of a job that is already PROCESSING changes no status, and is
+    tried first; the first stage of a job, or a stage run again after a
+    failure, is QUEUED -> PROCESSING and is audited.
     """
     now = timezone.now()
-    counters = {
-        "stage_started_at": now,
-        "items_done": 0,
-        "items_total": 0,
-        "next_attempt_at": None,
-        "stage_attempt": F("stage_attempt") + 1,
-        "updated_at": now,
-    }
-    started = ProcessingJob.objects.filter(
-        pk=job_id, dispatch_id=dispatch_id, status=JobStatus.PROCESSING
-    ).update(**counters)
-    if started:
-        job = ProcessingJob.objects.select_related("document").get(pk=job_id)
-        return job, _start_stage_run(job, worker, now)
-    with transaction.atomic():
-        try:
-            job = _locked(job_id, with_document=True)
-        except ProcessingJob.DoesNotExist:
-            return None
-        if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.QUEUED:
-            return None
-        previous = _set_status(job, JobStatus.PROCESSING)
-        fields = ["status", "stage_started_at", "items_done", "items_total", "next_attempt_at"]
-        if job.started_at is None:
-            job.started_at = now
-            fields.append("started_at")
-        job.stage_started_at = now
-        job.items_done = job.items_total = 0
-        job.next_attempt_at = None
-        job.stage_attempt += 1
-        _save(job, *fields, "stage_attempt")
-        _audit(job, "started", None, from_status=previous, stage=job.current_stage)
-        return job, _start_stage_run(job, worker, now)
-
-
-def _start_stage_run(job: ProcessingJob, worker: str, now: Any) -> StageRun:
-    check_stage_transition(StageStatus.PENDING, StageStatus.IN_PROGRESS)
-    return StageRun.objects.create(
-        job=job,
-        stage=job.current_stage,
-        stage_index=job.stage_index,
-        attempt=job.stage_attempt,
-        status=StageStatus.IN_PROGRESS,
-        worker=worker[:200],
-        created_at=now,
-        started_at=now,
+    return _begin(job_id, dispatch_id, JobStatus.PROCESSING, worker, now) or _begin(
+        job_id, dispatch_id, JobStatus.QUEUED, worker, now
     )
 
 
-def record_progress(
-    job_id: uuid.UUID | str,
-    stage_run_id: int,
-    dispatch_id: uuid.UUID | str,
-    *,
-    done: int,
-    total: int,
-) -> bool:
+def _begin(
+    job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, was: str, worker: str, now: Any
+) -> tuple[ProcessingJob, StageRun] | None:
+    # The stage run's job, stage, index and attempt come from the updated job row.
+    run = StageRun(
+        status=StageStatus.IN_PROGRESS, worker=worker[:200], created_at=now, started_at=now
+    )
+    run_columns, run_values, run_params = _insert(
+        run, exclude=("job", "stage", "stage_index", "attempt")
+    )
+    audited, audit_params = "", []
+    if was != JobStatus.PROCESSING:
+        audit = AuditEvent(
+            action="started", from_status=was, to_status=JobStatus.PROCESSING, created_at=now
+        )
+        audit_columns, audit_values, audit_params = _insert(
+            audit, exclude=("matter", "job", "details")
+        )
+        audited = f"""
+            , audited AS (
+                INSERT INTO {_table(AuditEvent)} (matter_id, job_id, details, {audit_columns})
+                SELECT matter_id, id, jsonb_build_object('stage', current_stage), {audit_values}
+                FROM job
+            )
+        """
+    attnames, job_columns = _job_columns()
+    sql = f"""
+        WITH job AS (
+            UPDATE {_table(ProcessingJob)}
+            SET status = %s, started_at = COALESCE(started_at, %s), stage_started_at = %s,
+                items_done = 0, items_total = 0, next_attempt_at = NULL,
+                stage_attempt = stage_attempt + 1, updated_at = %s
+            WHERE id = %s AND dispatch_id = %s AND status = %s
+            RETURNING *
+        ), run AS (
+            INSERT INTO {_table(StageRun)} (job_id, stage, stage_index, attempt, {run_columns})
+            SELECT id, current_stage, stage_index, stage_attempt, {run_values} FROM job
+            RETURNING id
+        ){audited}
+        SELECT run.id, {job_columns} FROM job, run
+    """
+    params = [JobStatus.PROCESSING, now, now, now, job_id, dispatch_id, was]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*params, *run_params, *audit_params])
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    job = ProcessingJob.from_db(connection.alias, attnames, row[1:])
+    run.id, run.job = row[0], job
+    run.stage, run.stage_index, run.attempt = job.current_stage, job.stage_index, job.stage_attempt
+    run._state.adding = False
+    return job, run
+
+
+def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
     """Store the current stage's counters; False if the job is no longer ours to run.
 
-    No row lock: one conditional UPDATE, so a cancel that committed first wins
-    and the stage learns of it from the return value.
+    One conditional statement and no wait for a lock held elsewhere: a cancel
+    that committed first wins, and the stage learns of it from the return value.
     """
-    job = ProcessingJob.objects.only("progress", "stage_index", "total_stages", "status").get(
-        pk=job_id
-    )
+    sql = f"""
+        WITH job AS (
+            UPDATE {_table(ProcessingJob)}
+            SET items_done = %s, items_total = %s, progress = GREATEST(progress, %s),
+                updated_at = %s
+            WHERE id = %s AND dispatch_id = %s AND status = %s
+            RETURNING id
+        ), run AS (
+            UPDATE {_table(StageRun)} SET items_done = %s, items_total = %s
+            WHERE id = %s AND EXISTS (SELECT FROM job)
+        )
+        SELECT EXISTS (SELECT FROM job)
+    """
     progress = _stage_progress(job, done, total)
-    now = timezone.now()
-    updated = ProcessingJob.objects.filter(
-        pk=job_id, status=JobStatus.PROCESSING, dispatch_id=dispatch_id
-    ).update(
-        items_done=done,
-        items_total=total,
-        progress=progress,
-        updated_at=now,
-    )
-    if updated:
-        StageRun.objects.filter(pk=stage_run_id).update(items_done=done, items_total=total)
-    return bool(updated)
+    params = [done, total, progress, timezone.now(), job.id, job.dispatch_id]
+    params += [JobStatus.PROCESSING, done, total, run.id]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        (ours,) = cursor.fetchone()
+    if ours:
+        job.items_done, job.items_total, job.progress = done, total, progress
+    return bool(ours)
 
 
-def still_running(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> bool:
-    """True while the job is PROCESSING under this dispatch token."""
+def still_running(job: ProcessingJob) -> bool:
+    """True while the job is PROCESSING under the dispatch token its stage started with."""
     return ProcessingJob.objects.filter(
-        pk=job_id, status=JobStatus.PROCESSING, dispatch_id=dispatch_id
+        pk=job.pk, status=JobStatus.PROCESSING, dispatch_id=job.dispatch_id
     ).exists()
 
 
@@ -318,71 +367,94 @@ def _end_stage_run(
 
 
 def complete_stage(
-    job_id: uuid.UUID | str,
-    stage_run_id: int,
-    dispatch_id: uuid.UUID | str,
-    *,
-    done: int,
-    total: int,
+    job: ProcessingJob, run: StageRun, *, done: int, total: int
 ) -> ProcessingJob | None:
     """Record a finished stage and move on: enqueue the next stage, or complete the job.
 
-    Returns None (and only closes the stage run) when the job was cancelled or
-    taken over while the stage ran.
+    ``job`` and ``run`` are what :func:`begin_stage` returned. One statement
+    moves the job on (if it is still PROCESSING under the stage's dispatch
+    token), closes the stage run (COMPLETED, or SKIPPED when the job was
+    cancelled or taken over while the stage ran; then None is returned) and,
+    for the last stage, marks the document processed and audits.
     """
-    with transaction.atomic():
-        job = _locked(job_id)
-        if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.PROCESSING:
-            _end_stage_run(stage_run_id, StageStatus.SKIPPED, done=done, total=total)
-            return None
-        _end_stage_run(stage_run_id, StageStatus.COMPLETED, done=done, total=total)
-        pipeline = get_pipeline(job.job_type)
-        following = pipeline.next_after(job.current_stage)
+    pipeline = get_pipeline(job.job_type)
+    following = pipeline.next_after(job.current_stage)
+    now = timezone.now()
+    token = uuid.uuid4()
+    if following is None:
+        moved = f"""
+            UPDATE {_table(ProcessingJob)}
+            SET status = %s, progress = 100, completed_at = %s, finished_at = %s,
+                items_done = %s, items_total = %s,
+                error = NULL, error_code = NULL, error_detail = '', updated_at = %s
+            WHERE id = %s AND dispatch_id = %s AND status = %s
+            RETURNING progress
+        """
+        moved_params = [JobStatus.COMPLETED, now, now, done, total, now]
+        audit = AuditEvent(
+            matter_id=job.matter_id,
+            job_id=job.id,
+            action="completed",
+            from_status=JobStatus.PROCESSING,
+            to_status=JobStatus.COMPLETED,
+            details={},
+            created_at=now,
+        )
+        audit_columns, audit_values, audit_params = _insert(audit)
+        after = f"""
+            , processed AS (
+                UPDATE {_table(Document)} SET processing_state = %s
+                WHERE id = %s AND EXISTS (SELECT FROM job)
+            ), audited AS (
+                INSERT INTO {_table(AuditEvent)} ({audit_columns})
+                SELECT {audit_values} WHERE EXISTS (SELECT FROM job)
+            )
+        """
+        after_params = [ProcessingState.PROCESSED, job.document_id, *audit_params]
+    else:
+        progress = _stage_progress(job, 1, 1)
+        moved = f"""
+            UPDATE {_table(ProcessingJob)}
+            SET progress = GREATEST(progress, %s), current_stage = %s, stage_index = %s,
+                items_done = 0, items_total = 0, stage_attempt = 0, dispatch_id = %s,
+                error = NULL, error_code = NULL, error_detail = '', updated_at = %s
+            WHERE id = %s AND dispatch_id = %s AND status = %s
+            RETURNING progress
+        """
+        index = pipeline.index_of(following.name)
+        moved_params = [progress, following.name, index, token, now]
+        after, after_params = "", []
+    sql = f"""
+        WITH job AS ({moved}), run AS (
+            UPDATE {_table(StageRun)}
+            SET status = CASE WHEN EXISTS (SELECT FROM job) THEN %s ELSE %s END,
+                items_done = %s, items_total = %s, finished_at = %s
+            WHERE id = %s AND status = %s
+        ){after}
+        SELECT progress FROM job
+    """
+    params = [*moved_params, job.id, job.dispatch_id, JobStatus.PROCESSING]
+    params += [StageStatus.COMPLETED, StageStatus.SKIPPED, done, total, now, run.id]
+    params += [StageStatus.IN_PROGRESS, *after_params]
+    # Autocommit: the statement commits alone; inside a caller's transaction, the
+    # enqueue waits for its commit.
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    job.progress, job.updated_at = row[0], now
+    job.error = job.error_code = None
+    job.error_detail = ""
+    if following is None:
+        job.status, job.completed_at, job.finished_at = JobStatus.COMPLETED, now, now
         job.items_done, job.items_total = done, total
-        if job.error_code:
-            # A retry got through: the earlier error is history (kept in the stage runs).
-            job.error = job.error_code = None
-            job.error_detail = ""
-        if following is None:
-            previous = _set_status(job, JobStatus.COMPLETED)
-            now = timezone.now()
-            job.progress, job.completed_at, job.finished_at = 100, now, now
-            _save(
-                job,
-                "status",
-                "progress",
-                "completed_at",
-                "finished_at",
-                "items_done",
-                "items_total",
-                "error",
-                "error_code",
-                "error_detail",
-            )
-            Document.objects.filter(pk=job.document_id).update(
-                processing_state=ProcessingState.PROCESSED
-            )
-            _audit(job, "completed", None, from_status=previous)
-        else:
-            job.progress = _stage_progress(job, 1, 1)
-            job.current_stage = following.name
-            job.stage_index = pipeline.index_of(following.name)
-            job.items_done = job.items_total = 0
-            job.stage_attempt = 0
-            _dispatch(job)
-            _save(
-                job,
-                "progress",
-                "current_stage",
-                "stage_index",
-                "items_done",
-                "items_total",
-                "stage_attempt",
-                "dispatch_id",
-                "error",
-                "error_code",
-                "error_detail",
-            )
+    else:
+        job.current_stage, job.stage_index = following.name, index
+        job.items_done = job.items_total = job.stage_attempt = 0
+        job.dispatch_id = token
+        job_id, queue = job.id, job.queue_name
+        transaction.on_commit(lambda: dispatch.enqueue_stage(job_id, token, queue))
     return job
 
 
@@ -393,9 +465,8 @@ def backoff_seconds(auto_retries: int) -> float:
 
 
 def fail_stage(
-    job_id: uuid.UUID | str,
-    stage_run_id: int,
-    dispatch_id: uuid.UUID | str,
+    started: ProcessingJob,
+    run: StageRun,
     error: StageError,
     *,
     detail: str = "",
@@ -404,15 +475,16 @@ def fail_stage(
 ) -> ProcessingJob | None:
     """Record a failed stage: retry later (transient, retries left) or fail the job.
 
-    ``detail`` (a traceback) is kept for staff; users see ``error.message``.
+    ``started`` and ``run`` are what :func:`begin_stage` returned. ``detail``
+    (a traceback) is kept for staff; users see ``error.message``.
     """
     with transaction.atomic():
-        job = _locked(job_id)
-        if str(job.dispatch_id) != str(dispatch_id) or job.status != JobStatus.PROCESSING:
-            _end_stage_run(stage_run_id, StageStatus.SKIPPED, done=done, total=total)
+        job = _locked(started.pk)
+        if job.dispatch_id != started.dispatch_id or job.status != JobStatus.PROCESSING:
+            _end_stage_run(run.pk, StageStatus.SKIPPED, done=done, total=total)
             return None
         _end_stage_run(
-            stage_run_id, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
+            run.pk, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
         )
         job.error, job.error_code, job.error_detail = error.message, error.code, detail
         job.items_done, job.items_total = done, total
@@ -464,9 +536,9 @@ def fail_stage(
     return job
 
 
-def stop_stage(stage_run_id: int, *, done: int, total: int) -> None:
+def stop_stage(run: StageRun, *, done: int, total: int) -> None:
     """Close a stage run that stopped because its job was cancelled."""
-    _end_stage_run(stage_run_id, StageStatus.SKIPPED, done=done, total=total)
+    _end_stage_run(run.pk, StageStatus.SKIPPED, done=done, total=total)
 
 
 # --- what people do ------------------------------------------------------------------

@@ -42,15 +42,13 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         return "stale"
     job, stage_run = started
     stage = get_pipeline(job.job_type).stage(job.current_stage)
-    ctx = StageContext(
-        job=job, stage_run=stage_run, document=job.document, dispatch_id=job.dispatch_id
-    )
+    ctx = StageContext(job=job, stage_run=stage_run)
     error: StageError
     detail = ""
     try:
         stage.run(ctx)
     except StageCancelled:
-        lifecycle.stop_stage(stage_run.id, done=ctx.items_done, total=ctx.items_total)
+        lifecycle.stop_stage(stage_run, done=ctx.items_done, total=ctx.items_total)
         return "cancelled"
     except StageError as exc:
         error = exc
@@ -67,14 +65,11 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         error, detail = InternalError(), traceback.format_exc()
         logger.exception("Stage %s of job %s raised unexpectedly", stage.name, job_id)
     else:
-        lifecycle.complete_stage(
-            job_id, stage_run.id, dispatch_id, done=ctx.items_done, total=ctx.items_total
-        )
+        lifecycle.complete_stage(job, stage_run, done=ctx.items_done, total=ctx.items_total)
         return "completed"
     lifecycle.fail_stage(
-        job_id,
-        stage_run.id,
-        dispatch_id,
+        job,
+        stage_run,
         error,
         detail=detail,
         done=ctx.items_done,

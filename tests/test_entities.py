@@ -420,7 +420,7 @@ def direct_context(document: Document, job: ProcessingJob | None = None) -> Stag
             total_stages=2,
         )
     run = StageRun.objects.create(job=job, stage="entities", stage_index=2, status="IN_PROGRESS")
-    return StageContext(job=job, stage_run=run, document=document, dispatch_id=job.dispatch_id)
+    return StageContext(job=job, stage_run=run)
 
 
 def make_document(

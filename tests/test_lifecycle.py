@@ -116,14 +116,14 @@ def test_queued_to_processing_to_completed(job: ProcessingJob) -> None:
     assert job.status == JobStatus.PROCESSING and job.started_at is not None
     assert run.status == StageStatus.IN_PROGRESS
     first_token = job.dispatch_id
-    middle = lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=3, total=3)
+    middle = lifecycle.complete_stage(job, run, done=3, total=3)
     # One stage done: still PROCESSING, half way, the next stage enqueued under a new token.
     assert middle is not None and middle.status == JobStatus.PROCESSING
     assert (middle.current_stage, middle.stage_index, middle.progress) == ("second", 2, 50)
     assert middle.dispatch_id != first_token
     assert f"stage-{job.id}-{middle.dispatch_id}" in queued_rq_ids()
     job, run = begin(middle)
-    done = lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=3, total=3)
+    done = lifecycle.complete_stage(job, run, done=3, total=3)
     assert done is not None and done.status == JobStatus.COMPLETED
     assert done.progress == 100 and done.completed_at is not None
     run.refresh_from_db()
@@ -138,7 +138,7 @@ def test_queued_to_processing_to_completed(job: ProcessingJob) -> None:
 
 def test_permanent_error_fails_at_once_without_retry(job: ProcessingJob) -> None:
     job, run = begin(job)
-    failed = lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    failed = lifecycle.fail_stage(job, run, CorruptDocument())
     assert failed is not None
     assert failed.status == JobStatus.FAILED
     assert failed.error_code == "CORRUPT_DOCUMENT" and failed.retry_count == 0
@@ -148,24 +148,24 @@ def test_permanent_error_fails_at_once_without_retry(job: ProcessingJob) -> None
 def test_transient_error_requeues_with_backoff_until_retries_run_out(job: ProcessingJob) -> None:
     for attempt in range(1, job.max_retries + 1):
         job, run = begin(job)
-        job = lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), detail="tb")
+        job = lifecycle.fail_stage(job, run, InternalError(), detail="tb")
         assert job.status == JobStatus.QUEUED
         assert job.retry_count == attempt and job.next_attempt_at is not None
         assert job.error_code == "INTERNAL_ERROR"  # the last error stays visible
     job, run = begin(job)
-    job = lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), detail="tb")
+    job = lifecycle.fail_stage(job, run, InternalError(), detail="tb")
     assert job.status == JobStatus.FAILED
     assert StageRun.objects.filter(job=job, status=StageStatus.FAILED).count() == 4
 
 
 def test_failed_to_queued_by_retry_then_skipped(job: ProcessingJob, alice: Any) -> None:
     job, run = begin(job)
-    lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    lifecycle.fail_stage(job, run, CorruptDocument())
     job = lifecycle.retry(job, by=alice)
     assert job.status == JobStatus.QUEUED and job.retry_count == 1 and job.error is None
     assert f"stage-{job.id}-{job.dispatch_id}" in queued_rq_ids()
     job, run = begin(job)
-    lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+    lifecycle.fail_stage(job, run, CorruptDocument())
     job = lifecycle.skip(job, by=alice)
     assert job.status == JobStatus.SKIPPED
     assert Document.objects.get(pk=job.document_id).processing_state == "INCOMPLETE"
@@ -184,10 +184,8 @@ def test_cancel_queued_and_processing(document: Document, alice: Any) -> None:
     running = lifecycle.create_job(document, by=alice)
     running, run = begin(running)
     lifecycle.cancel(running, by=alice)
-    assert not lifecycle.still_running(running.id, running.dispatch_id)
-    assert (
-        lifecycle.complete_stage(running.id, run.id, running.dispatch_id, done=1, total=3) is None
-    )
+    assert not lifecycle.still_running(running)
+    assert lifecycle.complete_stage(running, run, done=1, total=3) is None
     run.refresh_from_db()
     assert run.status == StageStatus.SKIPPED
     assert ProcessingJob.objects.get(pk=running.pk).status == JobStatus.CANCELLED
@@ -212,13 +210,13 @@ def test_forbidden_transitions_raise_and_change_nothing(
     if reach != "QUEUED":
         job, run = begin(job)
     if reach == "COMPLETED":
-        lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=1, total=1)
+        lifecycle.complete_stage(job, run, done=1, total=1)
         job, run = begin(job)
-        lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=1, total=1)
+        lifecycle.complete_stage(job, run, done=1, total=1)
     elif reach == "CANCELLED":
         lifecycle.cancel(job, by=alice)
     elif reach == "FAILED":
-        lifecycle.fail_stage(job.id, run.id, job.dispatch_id, CorruptDocument())
+        lifecycle.fail_stage(job, run, CorruptDocument())
     before = ProcessingJob.objects.get(pk=job.pk)
     assert before.status == reach
     with pytest.raises(InvalidTransition) as caught:
@@ -259,10 +257,10 @@ def test_prioritize_moves_to_front_of_high(document: Document, alice: Any) -> No
 
 def test_progress_is_throttled_per_call_but_never_goes_backwards(job: ProcessingJob) -> None:
     job, run = begin(job)
-    assert lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=2, total=4)
+    assert lifecycle.record_progress(job, run, done=2, total=4)
     # Half of the first of two stages: a quarter of the job.
     assert ProcessingJob.objects.get(pk=job.pk).progress == 25
-    lifecycle.record_progress(job.id, run.id, job.dispatch_id, done=1, total=4)
+    lifecycle.record_progress(job, run, done=1, total=4)
     job = ProcessingJob.objects.get(pk=job.pk)
     assert job.progress == 25 and job.items_done == 1
 
@@ -274,12 +272,12 @@ def test_a_thousand_page_stage_does_not_write_a_row_per_page(
     from processing.pipeline.context import StageContext
 
     job, run = begin(job)
-    ctx = StageContext(job=job, stage_run=run, document=job.document, dispatch_id=job.dispatch_id)
+    ctx = StageContext(job=job, stage_run=run)
     with django_assert_max_num_queries(4):
         for done in range(1, 1001):
             ctx.progress(done, 1000)
     # The last figure is kept for the stage's end, which always records it.
     assert (ctx.items_done, ctx.items_total) == (1000, 1000)
-    lifecycle.complete_stage(job.id, run.id, job.dispatch_id, done=ctx.items_done, total=1000)
+    lifecycle.complete_stage(job, run, done=ctx.items_done, total=1000)
     run.refresh_from_db()
     assert (run.items_done, run.items_total) == (1000, 1000)

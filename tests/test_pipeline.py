@@ -152,7 +152,7 @@ def test_a_rerun_skips_pages_already_extracted(
             page_number=number,
             text=f"kept from the first attempt, page {number}",
         )
-    lifecycle.fail_stage(job.id, run.id, job.dispatch_id, InternalError(), done=3, total=8)
+    lifecycle.fail_stage(job, run, InternalError(), done=3, total=8)
     job.refresh_from_db()
     assert job.status == "QUEUED" and job.retry_count == 1
     # Run the scheduled retry now rather than waiting out the backoff.

@@ -26,12 +26,20 @@ class StageContext:
 
     job: ProcessingJob
     stage_run: StageRun
-    document: Document
-    dispatch_id: uuid.UUID
     items_done: int = 0
     items_total: int = 0
     _last_write: float = field(default=0.0, repr=False)
     _stopped: bool = field(default=False, repr=False)
+
+    @property
+    def document(self) -> Document:
+        """The document being processed (loaded on first use, then kept)."""
+        return self.job.document
+
+    @property
+    def dispatch_id(self) -> uuid.UUID:
+        """The token of the queue entry this stage runs under."""
+        return self.job.dispatch_id
 
     @property
     def path(self) -> Path:
@@ -45,9 +53,7 @@ class StageContext:
         if now - self._last_write < settings.PROGRESS_WRITE_INTERVAL:
             return
         self._last_write = now
-        still_ours = lifecycle.record_progress(
-            self.job.id, self.stage_run.id, self.dispatch_id, done=done, total=total
-        )
+        still_ours = lifecycle.record_progress(self.job, self.stage_run, done=done, total=total)
         if not still_ours:
             self._stopped = True
 
@@ -55,7 +61,7 @@ class StageContext:
         """True once the job was cancelled (or taken over): stop at the next item."""
         if not self._stopped and time.monotonic() - self._last_write >= 1.0:
             self._last_write = time.monotonic()
-            self._stopped = not lifecycle.still_running(self.job.id, self.dispatch_id)
+            self._stopped = not lifecycle.still_running(self.job)
         return self._stopped
 
     def stop_if_asked(self) -> None:
