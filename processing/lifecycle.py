@@ -228,10 +228,11 @@ def _insert(instance: Any, *, exclude: tuple[str, ...] = ()) -> tuple[str, str, 
     return columns, ", ".join(["%s"] * len(fields)), values
 
 
-def _job_columns() -> tuple[list[str], str]:
-    fields = ProcessingJob._meta.concrete_fields
+def _columns(model: type[Any], alias: str) -> tuple[list[str], str]:
+    """Attribute names and the SELECT list of every column of ``model``, as ``alias``."""
+    fields = model._meta.concrete_fields
     quote = connection.ops.quote_name
-    return [f.attname for f in fields], ", ".join(f"job.{quote(f.column)}" for f in fields)
+    return [f.attname for f in fields], ", ".join(f"{alias}.{quote(f.column)}" for f in fields)
 
 
 def begin_stage(
@@ -242,10 +243,11 @@ def begin_stage(
     A queue entry is stale when the job was cancelled, retried, prioritised or
     already moved on since it was enqueued: its token no longer matches.
 
-    One statement resets the job's stage counters and opens the stage run. The
-    next stage of a job that is already PROCESSING changes no status, and is
-    tried first; the first stage of a job, or a stage run again after a
-    failure, is QUEUED -> PROCESSING and is audited.
+    One statement resets the job's stage counters, opens the stage run and
+    reads the job and its document for the stage. The next stage of a job
+    that is already PROCESSING changes no status, and is tried first; the
+    first stage of a job, or a stage run again after a failure, is
+    QUEUED -> PROCESSING and is audited.
     """
     now = timezone.now()
     return _begin(job_id, dispatch_id, JobStatus.PROCESSING, worker, now) or _begin(
@@ -278,7 +280,8 @@ def _begin(
                 FROM job
             )
         """
-    attnames, job_columns = _job_columns()
+    job_attnames, job_columns = _columns(ProcessingJob, "job")
+    document_attnames, document_columns = _columns(Document, "document")
     sql = f"""
         WITH job AS (
             UPDATE {_table(ProcessingJob)}
@@ -292,7 +295,8 @@ def _begin(
             SELECT id, current_stage, stage_index, stage_attempt, {run_values} FROM job
             RETURNING id
         ){audited}
-        SELECT run.id, {job_columns} FROM job, run
+        SELECT run.id, {job_columns}, {document_columns}
+        FROM job JOIN {_table(Document)} document ON document.id = job.document_id, run
     """
     params = [JobStatus.PROCESSING, now, now, now, job_id, dispatch_id, was]
     with connection.cursor() as cursor:
@@ -300,7 +304,9 @@ def _begin(
         row = cursor.fetchone()
     if row is None:
         return None
-    job = ProcessingJob.from_db(connection.alias, attnames, row[1:])
+    split = 1 + len(job_attnames)
+    job = ProcessingJob.from_db(connection.alias, job_attnames, row[1:split])
+    job.document = Document.from_db(connection.alias, document_attnames, row[split:])
     run.id, run.job = row[0], job
     run.stage, run.stage_index, run.attempt = job.current_stage, job.stage_index, job.stage_attempt
     run._state.adding = False

@@ -281,3 +281,78 @@ def test_a_thousand_page_stage_does_not_write_a_row_per_page(
     lifecycle.complete_stage(job, run, done=ctx.items_done, total=1000)
     run.refresh_from_db()
     assert (run.items_done, run.items_total) == (1000, 1000)
+
+
+def test_the_next_stage_starts_without_an_audit_event_and_with_its_own_run(
+    job: ProcessingJob,
+) -> None:
+    job, run = begin(job)
+    lifecycle.complete_stage(job, run, done=1, total=1)
+    job, run = begin(job)
+    assert (job.status, job.current_stage, job.stage_attempt) == ("PROCESSING", "second", 1)
+    assert (run.stage, run.stage_index, run.attempt, run.status) == ("second", 2, 1, "IN_PROGRESS")
+    assert run.job.document.original_name == "a.pdf"  # read with the job, for the stage
+    assert StageRun.objects.get(pk=run.pk).worker == "test"
+    actions = list(AuditEvent.objects.filter(job=job).values_list("action", flat=True))
+    assert actions == ["created", "started"]
+
+
+def test_a_queue_entry_from_before_the_stage_moved_on_is_stale(job: ProcessingJob) -> None:
+    job, run = begin(job)
+    first_token = job.dispatch_id
+    lifecycle.complete_stage(job, run, done=1, total=1)
+    assert lifecycle.begin_stage(job.id, first_token) is None
+    assert StageRun.objects.filter(job=job).count() == 1
+
+
+def test_progress_after_a_cancel_is_refused_and_not_written(job: ProcessingJob, alice: Any) -> None:
+    job, run = begin(job)
+    lifecycle.cancel(ProcessingJob.objects.get(pk=job.pk), by=alice)
+    assert not lifecycle.record_progress(job, run, done=2, total=4)
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.status, stored.items_done, stored.progress) == ("CANCELLED", 0, 0)
+    assert StageRun.objects.get(pk=run.pk).items_done == 0
+
+
+def test_completing_a_stage_waits_for_a_cancel_holding_the_row_and_then_yields(
+    job: ProcessingJob, alice: Any
+) -> None:
+    """The one-statement completion locks the row too: a cancel in flight wins."""
+    import threading
+
+    from django.db import connection, transaction
+
+    job, run = begin(job)
+    entries_before = queued_rq_ids()
+    locked, release = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def cancel_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                lifecycle.cancel(ProcessingJob.objects.get(pk=job.pk), by=alice)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def complete() -> None:
+        try:
+            outcome["job"] = lifecycle.complete_stage(job, run, done=1, total=1)
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel_and_hold)
+    canceller.start()
+    assert locked.wait(10)
+    completer = threading.Thread(target=complete)
+    completer.start()
+    completer.join(0.5)
+    assert completer.is_alive()  # waiting for the cancel's row lock
+    release.set()
+    canceller.join(10)
+    completer.join(10)
+    assert outcome == {"job": None}
+    assert ProcessingJob.objects.get(pk=job.pk).status == "CANCELLED"
+    assert StageRun.objects.get(pk=run.pk).status == "SKIPPED"
+    assert queued_rq_ids() == entries_before  # no next stage was enqueued

@@ -230,3 +230,58 @@ def test_checkpoint_rows_that_already_exist_are_kept_and_the_rest_saved(
     )
     pages = dict(DocumentPage.objects.filter(document=document).values_list("page_number", "text"))
     assert pages == {1: "page 1", 2: "saved by the other", 3: "page 3"}
+
+
+def test_streamed_rows_keep_what_was_read_before_a_page_failed(
+    api_client: Any, alice: Any, matter: Any
+) -> None:
+    """A page that cannot be read costs only itself: the pages before it are stored."""
+    from processing.errors import CorruptDocument
+    from processing.pipeline.checkpoints import stream_rows
+
+    job = job_of(api_client(alice).upload(matter.pk, "x.pdf", make_pdf(["a", "b", "c", "d"])))
+    document = job.document
+    DocumentPage.objects.create(document=document, page_number=2, text="saved by the other")
+    batches: list[int] = []
+
+    def pages() -> Any:
+        for number in (1, 2, 3):
+            yield (document.pk, number, f"page {number}", 6, "text_layer")
+        raise CorruptDocument(detail="page 4")
+
+    with pytest.raises(CorruptDocument):
+        stream_rows(
+            DocumentPage,
+            ("document", "page_number", "text", "char_count", "source"),
+            pages(),
+            seconds=60,
+            max_bytes=1 << 20,
+            after_batch=lambda: batches.append(1),
+        )
+    pages_stored = dict(
+        DocumentPage.objects.filter(document=document).values_list("page_number", "text")
+    )
+    assert pages_stored == {1: "page 1", 2: "saved by the other", 3: "page 3"}
+
+
+def test_streamed_rows_commit_in_batches_bounded_by_size(
+    api_client: Any, alice: Any, matter: Any
+) -> None:
+    """Each batch is committed (and reported) once it holds max_bytes of text."""
+    from processing.pipeline.checkpoints import stream_rows
+
+    job = job_of(api_client(alice).upload(matter.pk, "x.pdf", make_pdf(["a"])))
+    document = job.document
+    stored_after_each_batch: list[int] = []
+    stream_rows(
+        DocumentPage,
+        ("document", "page_number", "text", "char_count", "source"),
+        ((document.pk, n, "x" * 10, 10, "text_layer") for n in range(1, 8)),
+        seconds=60,
+        max_bytes=30,
+        size=lambda row: row[3],
+        after_batch=lambda: stored_after_each_batch.append(
+            DocumentPage.objects.filter(document=document).count()
+        ),
+    )
+    assert stored_after_each_batch == [3, 6, 7]

@@ -7,11 +7,16 @@ same rows. So batches go in with COPY, straight from tuples, and only if one
 collides with rows that already exist (two workers on one stage after a lost
 heartbeat) is it saved again with ``bulk_create(ignore_conflicts=True)``,
 which skips those.
+
+:func:`save_rows` writes a batch a stage has gathered; :func:`stream_rows`
+writes rows while the stage is still making them, so the database stores one
+page while the next is read instead of all of them at the end.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, models, transaction
@@ -27,15 +32,7 @@ def save_rows(
     """
     if not rows:
         return
-    meta = model._meta
-    given = [meta.get_field(name) for name in columns]
-    defaulted = [
-        f for f in meta.concrete_fields if f not in given and not isinstance(f, models.AutoField)
-    ]
-    defaults = [f.get_db_prep_save(f.get_default(), connection) for f in defaulted]
-    quote = connection.ops.quote_name
-    names = ", ".join(quote(f.column) for f in [*given, *defaulted])
-    statement = f"COPY {quote(meta.db_table)} ({names}) FROM STDIN"
+    statement, defaults = _copy_statement(model, columns)
     try:
         # COPY goes to psycopg directly: wrap_database_errors turns its errors into Django's.
         with (
@@ -47,8 +44,82 @@ def save_rows(
             for row in rows:
                 copy.write_row([*row, *defaults])
     except IntegrityError:
-        attnames = [f.attname for f in given]
-        model.objects.bulk_create(
-            [model(**dict(zip(attnames, row, strict=True))) for row in rows],
-            ignore_conflicts=True,
-        )
+        _save_skipping_existing(model, columns, rows)
+
+
+def stream_rows(
+    model: type[models.Model],
+    columns: Sequence[str],
+    rows: Iterable[Sequence[Any]],
+    *,
+    seconds: float,
+    max_bytes: int,
+    size: Callable[[Sequence[Any]], int] = lambda row: 0,
+    after_batch: Callable[[], None] = lambda: None,
+) -> None:
+    """Insert ``rows`` as the iterable makes them, a transaction per batch.
+
+    A batch ends after ``seconds``, or once the rows in it add up to
+    ``max_bytes`` by ``size``; ``after_batch`` runs after each commit. While a
+    batch is open its COPY holds the connection: making a row must not query
+    the database (do that in ``after_batch``). If making a row raises, the rows
+    made before it are kept and the error is raised after their commit.
+    Rows that would duplicate a unique key already stored are skipped.
+    """
+    statement, defaults = _copy_statement(model, columns)
+    source = iter(rows)
+    exhausted = False
+    while not exhausted:
+        batch: list[Sequence[Any]] = []
+        failure: Exception | None = None
+        try:
+            with (
+                transaction.atomic(),
+                connection.wrap_database_errors,
+                connection.cursor() as cursor,
+                cursor.copy(statement) as copy,
+            ):
+                deadline, used = time.monotonic() + seconds, 0
+                while True:
+                    try:
+                        row = next(source)
+                    except StopIteration:
+                        exhausted = True
+                        break
+                    except Exception as error:  # kept rows first, then the error
+                        failure, exhausted = error, True
+                        break
+                    copy.write_row([*row, *defaults])
+                    batch.append(row)
+                    used += size(row)
+                    if used >= max_bytes or time.monotonic() >= deadline:
+                        break
+        except IntegrityError:
+            _save_skipping_existing(model, columns, batch)
+        if failure is not None:
+            raise failure
+        if batch:
+            after_batch()
+
+
+def _copy_statement(model: type[models.Model], columns: Sequence[str]) -> tuple[str, list[Any]]:
+    """``COPY table (columns, defaulted columns) FROM STDIN`` and the defaulted values."""
+    meta = model._meta
+    given = [meta.get_field(name) for name in columns]
+    defaulted = [
+        f for f in meta.concrete_fields if f not in given and not isinstance(f, models.AutoField)
+    ]
+    defaults = [f.get_db_prep_save(f.get_default(), connection) for f in defaulted]
+    quote = connection.ops.quote_name
+    names = ", ".join(quote(f.column) for f in [*given, *defaulted])
+    return f"COPY {quote(meta.db_table)} ({names}) FROM STDIN", defaults
+
+
+def _save_skipping_existing(
+    model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]
+) -> None:
+    attnames = [model._meta.get_field(name).attname for name in columns]
+    model.objects.bulk_create(
+        [model(**dict(zip(attnames, row, strict=True))) for row in rows],
+        ignore_conflicts=True,
+    )

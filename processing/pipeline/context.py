@@ -28,7 +28,8 @@ class StageContext:
     stage_run: StageRun
     items_done: int = 0
     items_total: int = 0
-    _last_write: float = field(default=0.0, repr=False)
+    # begin_stage has just written the counters and checked the token.
+    _last_write: float = field(default_factory=time.monotonic, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property

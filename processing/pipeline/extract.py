@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
-import time
+from collections.abc import Iterator
 
 from django.conf import settings
 
 from processing.documents import open_document
 from processing.models import Document, DocumentPage
-from processing.pipeline.checkpoints import save_rows
+from processing.pipeline.checkpoints import stream_rows
 from processing.pipeline.context import StageContext
 
-FLUSH_PAGES = 64
 FLUSH_SECONDS = 0.5
+FLUSH_BYTES = 4 * 1024 * 1024
 
 
 def _clean(text: str) -> str:
@@ -24,10 +24,12 @@ def extract(ctx: StageContext) -> None:
     """Read each page's text from the stored file and save it as a ``DocumentPage``.
 
     Pages that already have a row (from an earlier attempt) are not read again.
-    New rows are written in small batches (every ``FLUSH_PAGES`` pages or
-    ``FLUSH_SECONDS``, whichever comes first), each batch its own transaction,
-    with COPY (:func:`save_rows`), so a crash loses at most a moment's work and
-    a large document never sits in memory.
+    Rows go to the database as pages are read (:func:`stream_rows`, COPY), so
+    PostgreSQL stores one page while the next is read. They are committed
+    every ``FLUSH_SECONDS``, so a crash loses at most that much work, or sooner
+    once a batch holds ``FLUSH_BYTES`` of text, so a large document never sits
+    in memory. Progress and the cancel check come between batches, when the
+    connection is free.
     """
     document = ctx.document
     with open_document(
@@ -46,26 +48,28 @@ def extract(ctx: StageContext) -> None:
         )
         done = len(finished)
         ctx.progress(done, total)
-        columns = ("document", "page_number", "text", "char_count", "source")
         source = DocumentPage.Source.TEXT_LAYER.value
-        batch: list[tuple[object, ...]] = []
-        last_flush = time.monotonic()
 
-        def flush() -> None:
-            nonlocal last_flush
-            save_rows(DocumentPage, columns, batch)
-            batch.clear()
-            last_flush = time.monotonic()
+        def pages() -> Iterator[tuple[object, ...]]:
+            nonlocal done
+            for index in range(total):
+                if index + 1 in finished:
+                    continue
+                text = _clean(reader.page_text(index))
+                done += 1
+                yield (document.pk, index + 1, text, len(text), source)
+
+        def between_batches() -> None:
             ctx.progress(done, total)
-
-        for index in range(total):
-            number = index + 1
-            if number in finished:
-                continue
             ctx.stop_if_asked()
-            text = _clean(reader.page_text(index))
-            batch.append((document.pk, number, text, len(text), source))
-            done += 1
-            if len(batch) >= FLUSH_PAGES or time.monotonic() - last_flush >= FLUSH_SECONDS:
-                flush()
-        flush()
+
+        stream_rows(
+            DocumentPage,
+            ("document", "page_number", "text", "char_count", "source"),
+            pages(),
+            seconds=FLUSH_SECONDS,
+            max_bytes=FLUSH_BYTES,
+            size=lambda row: row[3],
+            after_batch=between_batches,
+        )
+        ctx.progress(done, total)
