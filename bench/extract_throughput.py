@@ -2,7 +2,7 @@
 
 ours:     tasks.run_stage(job_id, dispatch_id) in this process: begin_stage -> the real
           extract stage with a real StageContext (open_document, a DocumentPage row per
-          page in batched transactions, throttled progress writes) -> complete_stage.
+          page streamed into COPY, committed every 0.5 s; throttled progress) -> complete_stage.
 baseline: pypdfium2 on the same stored file: open, and for each page
           get_textpage().get_text_range().
 
