@@ -32,6 +32,7 @@ and does nothing.
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import uuid
@@ -41,7 +42,7 @@ from typing import Any
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection, transaction
-from django.db.models import Min
+from django.db.models import AutoField, Min
 from django.utils import timezone
 
 from processing import dispatch
@@ -215,24 +216,78 @@ def _table(model: type[Any]) -> str:
     return connection.ops.quote_name(model._meta.db_table)
 
 
-def _insert(instance: Any, *, exclude: tuple[str, ...] = ()) -> tuple[str, str, list[Any]]:
-    """Column list, placeholders and values to INSERT ``instance`` (less ``exclude``)."""
-    fields = [
+@functools.cache
+def _insert_fields(model: type[Any], exclude: tuple[str, ...], prefix: str) -> tuple[Any, str, str]:
+    """The fields, column list and named placeholders to INSERT a ``model`` row.
+
+    Fields in ``exclude`` are left out (the statement takes them from elsewhere);
+    placeholders are ``%(<prefix><n>)s``, filled by :func:`_insert_params`.
+    """
+    fields = tuple(
         f
-        for f in instance._meta.concrete_fields
-        if not f.primary_key or getattr(instance, f.attname) is not None
-    ]
-    fields = [f for f in fields if f.name not in exclude]
+        for f in model._meta.concrete_fields
+        if not isinstance(f, AutoField) and f.name not in exclude
+    )
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    values = [f.get_db_prep_save(getattr(instance, f.attname), connection) for f in fields]
-    return columns, ", ".join(["%s"] * len(fields)), values
+    placeholders = ", ".join(f"%({prefix}{n})s" for n in range(len(fields)))
+    return fields, columns, placeholders
 
 
+def _insert_params(instance: Any, fields: tuple[Any, ...], prefix: str) -> dict[str, Any]:
+    return {
+        f"{prefix}{n}": f.get_db_prep_save(getattr(instance, f.attname), connection)
+        for n, f in enumerate(fields)
+    }
+
+
+@functools.cache
 def _columns(model: type[Any], alias: str) -> tuple[list[str], str]:
     """Attribute names and the SELECT list of every column of ``model``, as ``alias``."""
     fields = model._meta.concrete_fields
     quote = connection.ops.quote_name
     return [f.attname for f in fields], ", ".join(f"{alias}.{quote(f.column)}" for f in fields)
+
+
+# What begin_stage's stage run and audit event take from the updated job row.
+_RUN_FROM_JOB = ("job", "stage", "stage_index", "attempt")
+_AUDIT_FROM_JOB = ("matter", "job", "details")
+
+
+@functools.cache
+def _begin_sql() -> str:
+    _, run_columns, run_values = _insert_fields(StageRun, _RUN_FROM_JOB, "run")
+    _, audit_columns, audit_values = _insert_fields(AuditEvent, _AUDIT_FROM_JOB, "audit")
+    _, job_columns = _columns(ProcessingJob, "job")
+    _, document_columns = _columns(Document, "document")
+    # ``current`` locks the row and reads its status as it is once locked (the
+    # UPDATE re-checks its WHERE against that same version), so ``current.status``
+    # says whether this start is QUEUED -> PROCESSING.
+    return f"""
+        WITH current AS (
+            SELECT id, status FROM {_table(ProcessingJob)}
+            WHERE id = %(job)s AND dispatch_id = %(dispatch)s
+            FOR UPDATE
+        ), job AS (
+            UPDATE {_table(ProcessingJob)}
+            SET status = %(processing)s, started_at = COALESCE(started_at, %(now)s),
+                stage_started_at = %(now)s, items_done = 0, items_total = 0,
+                next_attempt_at = NULL, stage_attempt = stage_attempt + 1, updated_at = %(now)s
+            WHERE id = (SELECT id FROM current) AND dispatch_id = %(dispatch)s
+                AND status IN (%(queued)s, %(processing)s)
+            RETURNING *
+        ), run AS (
+            INSERT INTO {_table(StageRun)} (job_id, stage, stage_index, attempt, {run_columns})
+            SELECT id, current_stage, stage_index, stage_attempt, {run_values} FROM job
+            RETURNING id
+        ), audited AS (
+            INSERT INTO {_table(AuditEvent)} (matter_id, job_id, details, {audit_columns})
+            SELECT job.matter_id, job.id, jsonb_build_object('stage', job.current_stage),
+                {audit_values}
+            FROM job, current WHERE current.status = %(queued)s
+        )
+        SELECT run.id, {job_columns}, {document_columns}
+        FROM job JOIN {_table(Document)} document ON document.id = job.document_id, run
+    """
 
 
 def begin_stage(
@@ -243,67 +298,40 @@ def begin_stage(
     A queue entry is stale when the job was cancelled, retried, prioritised or
     already moved on since it was enqueued: its token no longer matches.
 
-    One statement resets the job's stage counters, opens the stage run and
-    reads the job and its document for the stage. The next stage of a job
-    that is already PROCESSING changes no status, and is tried first; the
-    first stage of a job, or a stage run again after a failure, is
-    QUEUED -> PROCESSING and is audited.
+    One statement locks the job row, checks the token and the status, resets
+    the stage counters, opens the stage run and reads the job and its document
+    for the stage. A QUEUED job (its first stage, or a stage run again after a
+    failure) becomes PROCESSING and the start is audited; the next stage of a
+    job already PROCESSING changes no status.
     """
     now = timezone.now()
-    return _begin(job_id, dispatch_id, JobStatus.PROCESSING, worker, now) or _begin(
-        job_id, dispatch_id, JobStatus.QUEUED, worker, now
-    )
-
-
-def _begin(
-    job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, was: str, worker: str, now: Any
-) -> tuple[ProcessingJob, StageRun] | None:
-    # The stage run's job, stage, index and attempt come from the updated job row.
     run = StageRun(
         status=StageStatus.IN_PROGRESS, worker=worker[:200], created_at=now, started_at=now
     )
-    run_columns, run_values, run_params = _insert(
-        run, exclude=("job", "stage", "stage_index", "attempt")
+    audit = AuditEvent(
+        action="started",
+        from_status=JobStatus.QUEUED,
+        to_status=JobStatus.PROCESSING,
+        created_at=now,
     )
-    audited, audit_params = "", []
-    if was != JobStatus.PROCESSING:
-        audit = AuditEvent(
-            action="started", from_status=was, to_status=JobStatus.PROCESSING, created_at=now
-        )
-        audit_columns, audit_values, audit_params = _insert(
-            audit, exclude=("matter", "job", "details")
-        )
-        audited = f"""
-            , audited AS (
-                INSERT INTO {_table(AuditEvent)} (matter_id, job_id, details, {audit_columns})
-                SELECT matter_id, id, jsonb_build_object('stage', current_stage), {audit_values}
-                FROM job
-            )
-        """
-    job_attnames, job_columns = _columns(ProcessingJob, "job")
-    document_attnames, document_columns = _columns(Document, "document")
-    sql = f"""
-        WITH job AS (
-            UPDATE {_table(ProcessingJob)}
-            SET status = %s, started_at = COALESCE(started_at, %s), stage_started_at = %s,
-                items_done = 0, items_total = 0, next_attempt_at = NULL,
-                stage_attempt = stage_attempt + 1, updated_at = %s
-            WHERE id = %s AND dispatch_id = %s AND status = %s
-            RETURNING *
-        ), run AS (
-            INSERT INTO {_table(StageRun)} (job_id, stage, stage_index, attempt, {run_columns})
-            SELECT id, current_stage, stage_index, stage_attempt, {run_values} FROM job
-            RETURNING id
-        ){audited}
-        SELECT run.id, {job_columns}, {document_columns}
-        FROM job JOIN {_table(Document)} document ON document.id = job.document_id, run
-    """
-    params = [JobStatus.PROCESSING, now, now, now, job_id, dispatch_id, was]
+    run_fields, _, _ = _insert_fields(StageRun, _RUN_FROM_JOB, "run")
+    audit_fields, _, _ = _insert_fields(AuditEvent, _AUDIT_FROM_JOB, "audit")
+    params = {
+        "job": job_id,
+        "dispatch": dispatch_id,
+        "now": now,
+        "queued": JobStatus.QUEUED,
+        "processing": JobStatus.PROCESSING,
+        **_insert_params(run, run_fields, "run"),
+        **_insert_params(audit, audit_fields, "audit"),
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, [*params, *run_params, *audit_params])
+        cursor.execute(_begin_sql(), params)
         row = cursor.fetchone()
     if row is None:
         return None
+    job_attnames, _ = _columns(ProcessingJob, "job")
+    document_attnames, _ = _columns(Document, "document")
     split = 1 + len(job_attnames)
     job = ProcessingJob.from_db(connection.alias, job_attnames, row[1:split])
     job.document = Document.from_db(connection.alias, document_attnames, row[split:])
@@ -313,30 +341,42 @@ def _begin(
     return job, run
 
 
-def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
-    """Store the current stage's counters; False if the job is no longer ours to run.
-
-    One conditional statement and no wait for a lock held elsewhere: a cancel
-    that committed first wins, and the stage learns of it from the return value.
-    """
-    sql = f"""
+@functools.cache
+def _progress_sql() -> str:
+    return f"""
         WITH job AS (
             UPDATE {_table(ProcessingJob)}
-            SET items_done = %s, items_total = %s, progress = GREATEST(progress, %s),
-                updated_at = %s
-            WHERE id = %s AND dispatch_id = %s AND status = %s
+            SET items_done = %(done)s, items_total = %(total)s,
+                progress = GREATEST(progress, %(progress)s), updated_at = %(now)s
+            WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
             RETURNING id
         ), run AS (
-            UPDATE {_table(StageRun)} SET items_done = %s, items_total = %s
-            WHERE id = %s AND EXISTS (SELECT FROM job)
+            UPDATE {_table(StageRun)} SET items_done = %(done)s, items_total = %(total)s
+            WHERE id = %(run)s AND EXISTS (SELECT FROM job)
         )
         SELECT EXISTS (SELECT FROM job)
     """
+
+
+def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
+    """Store the current stage's counters; False if the job is no longer ours to run.
+
+    One conditional statement: a cancel that got the row first wins, and the
+    stage learns of it from the return value.
+    """
     progress = _stage_progress(job, done, total)
-    params = [done, total, progress, timezone.now(), job.id, job.dispatch_id]
-    params += [JobStatus.PROCESSING, done, total, run.id]
+    params = {
+        "job": job.id,
+        "dispatch": job.dispatch_id,
+        "run": run.pk,
+        "done": done,
+        "total": total,
+        "progress": progress,
+        "now": timezone.now(),
+        "processing": JobStatus.PROCESSING,
+    }
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_progress_sql(), params)
         (ours,) = cursor.fetchone()
     if ours:
         job.items_done, job.items_total, job.progress = done, total, progress
@@ -372,6 +412,51 @@ def _end_stage_run(
     StageRun.objects.filter(pk=stage_run_id, status=StageStatus.IN_PROGRESS).update(**fields)
 
 
+@functools.cache
+def _complete_sql(last: bool) -> str:
+    """The statement of :func:`complete_stage`: to the next stage, or (``last``) COMPLETED."""
+    if last:
+        _, audit_columns, audit_values = _insert_fields(AuditEvent, (), "audit")
+        moved = f"""
+            UPDATE {_table(ProcessingJob)}
+            SET status = %(completed)s, progress = 100, completed_at = %(now)s,
+                finished_at = %(now)s, items_done = %(done)s, items_total = %(total)s,
+                error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
+            WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
+            RETURNING progress
+        """
+        after = f"""
+            , processed AS (
+                UPDATE {_table(Document)} SET processing_state = %(processed)s
+                WHERE id = %(document)s AND EXISTS (SELECT FROM job)
+            ), audited AS (
+                INSERT INTO {_table(AuditEvent)} ({audit_columns})
+                SELECT {audit_values} WHERE EXISTS (SELECT FROM job)
+            )
+        """
+    else:
+        moved = f"""
+            UPDATE {_table(ProcessingJob)}
+            SET progress = GREATEST(progress, %(progress)s), current_stage = %(next)s,
+                stage_index = %(index)s, items_done = 0, items_total = 0, stage_attempt = 0,
+                dispatch_id = %(token)s,
+                error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
+            WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
+            RETURNING progress
+        """
+        after = ""
+    return f"""
+        WITH job AS ({moved}), run AS (
+            UPDATE {_table(StageRun)}
+            SET status = CASE WHEN EXISTS (SELECT FROM job) THEN %(run_completed)s
+                    ELSE %(run_skipped)s END,
+                items_done = %(done)s, items_total = %(total)s, finished_at = %(now)s
+            WHERE id = %(run)s AND status = %(in_progress)s
+        ){after}
+        SELECT progress FROM job
+    """
+
+
 def complete_stage(
     job: ProcessingJob, run: StageRun, *, done: int, total: int
 ) -> ProcessingJob | None:
@@ -387,16 +472,19 @@ def complete_stage(
     following = pipeline.next_after(job.current_stage)
     now = timezone.now()
     token = uuid.uuid4()
+    params: dict[str, Any] = {
+        "job": job.id,
+        "dispatch": job.dispatch_id,
+        "run": run.pk,
+        "now": now,
+        "done": done,
+        "total": total,
+        "processing": JobStatus.PROCESSING,
+        "run_completed": StageStatus.COMPLETED,
+        "run_skipped": StageStatus.SKIPPED,
+        "in_progress": StageStatus.IN_PROGRESS,
+    }
     if following is None:
-        moved = f"""
-            UPDATE {_table(ProcessingJob)}
-            SET status = %s, progress = 100, completed_at = %s, finished_at = %s,
-                items_done = %s, items_total = %s,
-                error = NULL, error_code = NULL, error_detail = '', updated_at = %s
-            WHERE id = %s AND dispatch_id = %s AND status = %s
-            RETURNING progress
-        """
-        moved_params = [JobStatus.COMPLETED, now, now, done, total, now]
         audit = AuditEvent(
             matter_id=job.matter_id,
             job_id=job.id,
@@ -406,46 +494,22 @@ def complete_stage(
             details={},
             created_at=now,
         )
-        audit_columns, audit_values, audit_params = _insert(audit)
-        after = f"""
-            , processed AS (
-                UPDATE {_table(Document)} SET processing_state = %s
-                WHERE id = %s AND EXISTS (SELECT FROM job)
-            ), audited AS (
-                INSERT INTO {_table(AuditEvent)} ({audit_columns})
-                SELECT {audit_values} WHERE EXISTS (SELECT FROM job)
-            )
-        """
-        after_params = [ProcessingState.PROCESSED, job.document_id, *audit_params]
+        audit_fields, _, _ = _insert_fields(AuditEvent, (), "audit")
+        params.update(
+            completed=JobStatus.COMPLETED,
+            processed=ProcessingState.PROCESSED,
+            document=job.document_id,
+            **_insert_params(audit, audit_fields, "audit"),
+        )
     else:
-        progress = _stage_progress(job, 1, 1)
-        moved = f"""
-            UPDATE {_table(ProcessingJob)}
-            SET progress = GREATEST(progress, %s), current_stage = %s, stage_index = %s,
-                items_done = 0, items_total = 0, stage_attempt = 0, dispatch_id = %s,
-                error = NULL, error_code = NULL, error_detail = '', updated_at = %s
-            WHERE id = %s AND dispatch_id = %s AND status = %s
-            RETURNING progress
-        """
         index = pipeline.index_of(following.name)
-        moved_params = [progress, following.name, index, token, now]
-        after, after_params = "", []
-    sql = f"""
-        WITH job AS ({moved}), run AS (
-            UPDATE {_table(StageRun)}
-            SET status = CASE WHEN EXISTS (SELECT FROM job) THEN %s ELSE %s END,
-                items_done = %s, items_total = %s, finished_at = %s
-            WHERE id = %s AND status = %s
-        ){after}
-        SELECT progress FROM job
-    """
-    params = [*moved_params, job.id, job.dispatch_id, JobStatus.PROCESSING]
-    params += [StageStatus.COMPLETED, StageStatus.SKIPPED, done, total, now, run.id]
-    params += [StageStatus.IN_PROGRESS, *after_params]
+        params.update(
+            progress=_stage_progress(job, 1, 1), next=following.name, index=index, token=token
+        )
     # Autocommit: the statement commits alone; inside a caller's transaction, the
     # enqueue waits for its commit.
     with connection.cursor() as cursor:
-        cursor.execute(sql, params)
+        cursor.execute(_complete_sql(following is None), params)
         row = cursor.fetchone()
     if row is None:
         return None
