@@ -8,14 +8,15 @@ baseline: pypdfium2 on the same stored file: open, and for each page
 
 The document is uploaded with processing.uploads.accept_upload; each round deletes its
 pages and gives it a new job, so every run extracts all pages. One untimed warm-up of
-each, then ROUNDS rounds (baseline, then ours); medians of the per-round figures.
+each, then ROUNDS rounds (default 9; baseline first in odd rounds, ours first in even
+ones); medians of the per-round figures.
 
 The machine is small and shared, so wall time moves with everyone else's load. The CPU
 time each side used is reported too (ours: this process plus its PostgreSQL backend,
 from /proc/<pid>/schedstat; baseline: this process): steadier, and it counts the
 database's share of the work.
 
-    .venv/bin/python bench/extract_throughput.py [--pages 300] [--rounds 3]
+    .venv/bin/python bench/extract_throughput.py [--pages 300] [--rounds 9]
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pages", type=int, default=300)
     parser.add_argument("--words", type=int, default=300, help="words per page")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=9)
     args = parser.parse_args()
 
     info = _setup.prepare()
@@ -120,8 +121,14 @@ def main() -> None:
 
     runs = []
     for round_no in range(1, args.rounds + 1):
-        base = baseline(path)
-        our = ours(document)
+        # Alternate which goes first, so neither always runs right after the other's
+        # work (the database still writing the last round's pages, a warm cache).
+        if round_no % 2:
+            base = baseline(path)
+            our = ours(document)
+        else:
+            our = ours(document)
+            base = baseline(path)
         stored = DocumentPage.objects.filter(document=document).count()
         if stored != args.pages:
             raise SystemExit(f"round {round_no}: {stored} pages stored, expected {args.pages}")

@@ -25,7 +25,7 @@ def extract(ctx: StageContext) -> None:
 
     Pages that already have a row (from an earlier attempt) are not read again.
     Rows go to the database as pages are read (:func:`stream_rows`, COPY), so
-    PostgreSQL stores one page while the next is read. They are committed
+    PostgreSQL stores some pages while the next are read. They are committed
     every ``FLUSH_SECONDS``, so a crash loses at most that much work, or sooner
     once a batch holds ``FLUSH_BYTES`` of text, so a large document never sits
     in memory. Progress and the cancel check come between batches, when the
