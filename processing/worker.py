@@ -4,14 +4,18 @@
 or the stages, so RQ's forking worker would import them again in every work
 horse, for every stage (the document readers pull in pypdfium2, pypdf,
 python-docx, lxml and eyecite: a few hundred milliseconds). Loading them once
-in the parent makes each fork start warm. settings.RQ["WORKER_CLASS"] names it.
+in the parent makes each fork start warm, and so does whatever else a stage
+would otherwise work out again in every work horse (see :class:`Worker`).
+settings.RQ["WORKER_CLASS"] names it.
 """
 
 from __future__ import annotations
 
+import gc
 from typing import Any
 
 import rq
+from rq.utils import get_version
 
 
 def preload() -> None:
@@ -19,15 +23,18 @@ def preload() -> None:
     from django.db import connection
 
     import processing.tasks  # noqa: F401 - what every work horse runs
+    from processing import lifecycle
     from processing.entities_find import find_entities
     from processing.pipeline import job_types
 
     job_types()
     # eyecite loads its reporter tables on first use.
     find_entities("See Roe v. Wade, 410 U.S. 113 (1973), decided 22 January 1973.")
-    # Django caches per-process lookups on a first connection (PostgreSQL type OIDs);
-    # the connection itself is closed so no socket is shared across forks.
+    # Django caches per-process lookups on a first connection (PostgreSQL type OIDs),
+    # and psycopg the parsed form of the lifecycle's statements; the connection itself
+    # is closed so no socket is shared across forks.
     connection.ensure_connection()
+    lifecycle.prepare_statements()
     connection.close()
 
 
@@ -37,3 +44,10 @@ class Worker(rq.Worker):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         preload()
+        # RQ asks the server its version (INFO) the first time a connection enqueues,
+        # and remembers it on the connection: ask now, so work horses inherit it
+        # instead of asking once per stage.
+        get_version(self.connection)
+        # What is loaded now lives as long as the worker: keep the cycle collector of
+        # each work horse from walking it (and copying every page it touches).
+        gc.freeze()

@@ -15,8 +15,9 @@ pages while the next are read instead of all of them at the end.
 
 from __future__ import annotations
 
+import contextlib
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 from django.db import IntegrityError, connection, models, transaction
@@ -40,13 +41,7 @@ def save_rows(
         return
     statement, defaults = _copy_statement(model, columns)
     try:
-        # COPY goes to psycopg directly: wrap_database_errors turns its errors into Django's.
-        with (
-            transaction.atomic(),
-            connection.wrap_database_errors,
-            connection.cursor() as cursor,
-            cursor.copy(statement) as copy,
-        ):
+        with _copy(statement) as copy:
             for row in rows:
                 copy.write_row([*row, *defaults])
     except IntegrityError:
@@ -80,12 +75,7 @@ def stream_rows(
         batch: list[Sequence[Any]] = []
         failure: Exception | None = None
         try:
-            with (
-                transaction.atomic(),
-                connection.wrap_database_errors,
-                connection.cursor() as cursor,
-                cursor.copy(statement) as copy,
-            ):
+            with _copy(statement) as copy:
                 deadline, used, sent = time.monotonic() + seconds, 0, 0
                 while True:
                     try:
@@ -112,6 +102,18 @@ def stream_rows(
             raise failure
         if batch:
             after_batch()
+
+
+@contextlib.contextmanager
+def _copy(statement: str) -> Iterator[Any]:
+    """A psycopg COPY in its own transaction, its errors turned into Django's."""
+    with (
+        transaction.atomic(),
+        connection.wrap_database_errors,
+        connection.cursor() as cursor,
+        cursor.copy(statement) as copy,
+    ):
+        yield copy
 
 
 def _copy_statement(model: type[models.Model], columns: Sequence[str]) -> tuple[str, list[Any]]:
