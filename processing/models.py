@@ -134,8 +134,13 @@ class ProcessingJob(models.Model):
     """One document's trip through a pipeline: the row every client watches."""
 
     id = models.UUIDField(primary_key=True, default=uuid.uuid4, editable=False)
-    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="jobs")
-    document = models.ForeignKey(Document, on_delete=models.CASCADE, related_name="jobs")
+    # Both are the first column of composite indexes below, which serve their lookups.
+    matter = models.ForeignKey(
+        Matter, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
+    document = models.ForeignKey(
+        Document, on_delete=models.CASCADE, related_name="jobs", db_index=False
+    )
     job_type = models.CharField(max_length=64, default="DOCUMENT_PROCESSING")
     status = models.CharField(max_length=16, choices=JobStatus.choices, default=JobStatus.QUEUED)
     error = models.TextField(null=True, blank=True, help_text="Safe to show the user.")
@@ -206,7 +211,10 @@ class ProcessingJob(models.Model):
 class StageRun(models.Model):
     """One attempt at one stage of one job: its history row."""
 
-    job = models.ForeignKey(ProcessingJob, on_delete=models.CASCADE, related_name="stage_runs")
+    # The first column of the stagerun_job index, which serves its lookups.
+    job = models.ForeignKey(
+        ProcessingJob, on_delete=models.CASCADE, related_name="stage_runs", db_index=False
+    )
     stage = models.CharField(max_length=64)
     stage_index = models.PositiveSmallIntegerField()
     attempt = models.PositiveIntegerField(default=1)
