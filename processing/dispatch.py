@@ -59,12 +59,16 @@ def enqueue_stage(
     *,
     at_front: bool = False,
     when: datetime | None = None,
+    timeout: int | None = None,
 ) -> bool:
-    """Enqueue ``tasks.run_stage`` for this dispatch; False if Redis was unreachable."""
+    """Enqueue ``tasks.run_stage`` for this dispatch; False if Redis was unreachable.
+
+    ``timeout`` is how long the stage may run (default ``settings.STAGE_TIMEOUT``).
+    """
     queue = django_rq.get_queue(queue_name, connection=_connection())
     options = {
         "job_id": rq_job_id(job_id, dispatch_id),
-        "job_timeout": settings.STAGE_TIMEOUT,
+        "job_timeout": timeout or settings.STAGE_TIMEOUT,
         "result_ttl": RESULT_TTL,
         "failure_ttl": FAILURE_TTL,
         "description": f"processing job {job_id}",

@@ -139,12 +139,19 @@ def _queue_for(document: Document, priority: str) -> str:
     return "high" if document.size < 5 * 1024 * 1024 else "default"
 
 
+def _stage_timeout(job: ProcessingJob, stage: str) -> int:
+    return get_pipeline(job.job_type).stage(stage).timeout(job.document.page_count)
+
+
 def _dispatch(job: ProcessingJob, *, at_front: bool = False, when: Any = None) -> None:
     """Give the job a new dispatch token and enqueue its current stage after commit."""
     job.dispatch_id = uuid.uuid4()
     job_id, token, queue = job.id, job.dispatch_id, job.queue_name
+    timeout = _stage_timeout(job, job.current_stage)
     transaction.on_commit(
-        lambda: dispatch.enqueue_stage(job_id, token, queue, at_front=at_front, when=when)
+        lambda: dispatch.enqueue_stage(
+            job_id, token, queue, at_front=at_front, when=when, timeout=timeout
+        )
     )
 
 
@@ -540,7 +547,8 @@ def complete_stage(
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
         job_id, queue = job.id, job.queue_name
-        transaction.on_commit(lambda: dispatch.enqueue_stage(job_id, token, queue))
+        timeout = _stage_timeout(job, following.name)
+        transaction.on_commit(lambda: dispatch.enqueue_stage(job_id, token, queue, timeout=timeout))
     return job
 
 

@@ -10,7 +10,7 @@ import pytest
 from processing import lifecycle
 from processing.errors import CorruptDocument, InternalError
 from processing.models import AuditEvent, Document, ProcessingJob, StageRun
-from processing.pipeline import Stage, register
+from processing.pipeline import Stage, get_pipeline, register
 from processing.states import (
     JOB_TRANSITIONS,
     STAGE_TRANSITIONS,
@@ -356,3 +356,26 @@ def test_completing_a_stage_waits_for_a_cancel_holding_the_row_and_then_yields(
     assert ProcessingJob.objects.get(pk=job.pk).status == "CANCELLED"
     assert StageRun.objects.get(pk=run.pk).status == "SKIPPED"
     assert queued_rq_ids() == entries_before  # no next stage was enqueued
+
+
+def test_a_stage_gets_more_time_for_each_page_it_must_read(
+    document: Document, alice: Any, settings: Any
+) -> None:
+    """OCR of a long scan is not cut off at the one-size timeout; other stages keep it."""
+    from rq.job import Job
+
+    settings.STAGE_TIMEOUT = 600
+    Document.objects.filter(pk=document.pk).update(page_count=700)
+    document.refresh_from_db()
+    job = lifecycle.create_job(document, by=alice)  # DOCUMENT_PROCESSING: extract, then ocr
+    connection = django_rq.get_connection("default")
+
+    def queued_timeout(job: ProcessingJob) -> int:
+        return Job.fetch(f"stage-{job.id}-{job.dispatch_id}", connection=connection).timeout
+
+    assert queued_timeout(job) == 600  # extract
+    job, run = begin(job)
+    job = lifecycle.complete_stage(job, run, done=700, total=700)
+    assert job is not None and job.current_stage == "ocr"
+    ocr = get_pipeline(job.job_type).stage("ocr")
+    assert queued_timeout(job) == 600 + 700 * ocr.seconds_per_page > 600

@@ -8,9 +8,12 @@ It knows nothing of RQ, Channels or HTTP.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from django.conf import settings
 
 if TYPE_CHECKING:
     from processing.pipeline.context import StageContext
@@ -22,11 +25,22 @@ DOCUMENT_PROCESSING = "DOCUMENT_PROCESSING"
 
 @dataclass(frozen=True)
 class Stage:
-    """One named step of a pipeline, with the label the stepper shows."""
+    """One named step of a pipeline, with the label the stepper shows.
+
+    ``seconds_per_page`` is the most a page may take in this stage; it is added
+    to ``settings.STAGE_TIMEOUT`` once per page of the document (see
+    :meth:`timeout`), so a stage whose time grows with the pages (OCR) gets the
+    time a long document needs instead of timing out and retrying.
+    """
 
     name: str
     label: str
     run: StageFunction
+    seconds_per_page: float = 0.0
+
+    def timeout(self, page_count: int | None) -> int:
+        """Seconds the stage may run on a document of ``page_count`` pages (None: unknown)."""
+        return settings.STAGE_TIMEOUT + math.ceil(self.seconds_per_page * (page_count or 0))
 
 
 @dataclass(frozen=True)
@@ -98,7 +112,9 @@ def _load_defaults() -> None:
         DOCUMENT_PROCESSING,
         [
             Stage("extract", "Extracting", extract),
-            Stage("ocr", "Reading scanned pages", ocr),
+            # Tesseract reads a dense 300-dpi page in about 2 s here; allow for slower
+            # machines and pages, so a 600-page scan is not cut off at STAGE_TIMEOUT.
+            Stage("ocr", "Reading scanned pages", ocr, seconds_per_page=30),
             Stage("chunk", "Chunking", chunk),
             Stage("index", "Indexing", index),
             Stage("entities", "Finding entities", entities),
