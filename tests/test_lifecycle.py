@@ -379,3 +379,46 @@ def test_a_stage_gets_more_time_for_each_page_it_must_read(
     assert job is not None and job.current_stage == "ocr"
     ocr = get_pipeline(job.job_type).stage("ocr")
     assert queued_timeout(job) == 600 + 700 * ocr.seconds_per_page > 600
+
+
+def test_beginning_a_stage_waits_for_a_cancel_holding_the_row_and_then_finds_it_stale(
+    job: ProcessingJob, alice: Any
+) -> None:
+    """The one-statement begin locks the row first: it never starts a cancelled job."""
+    import threading
+
+    from django.db import connection, transaction
+
+    job.refresh_from_db()
+    locked, release = threading.Event(), threading.Event()
+    outcome: dict[str, Any] = {}
+
+    def cancel_and_hold() -> None:
+        try:
+            with transaction.atomic():
+                lifecycle.cancel(ProcessingJob.objects.get(pk=job.pk), by=alice)
+                locked.set()
+                release.wait(10)
+        finally:
+            connection.close()
+
+    def start() -> None:
+        try:
+            outcome["started"] = lifecycle.begin_stage(job.id, job.dispatch_id, worker="test")
+        finally:
+            connection.close()
+
+    canceller = threading.Thread(target=cancel_and_hold)
+    canceller.start()
+    assert locked.wait(10)
+    starter = threading.Thread(target=start)
+    starter.start()
+    starter.join(0.5)
+    assert starter.is_alive()  # waiting for the cancel's row lock
+    release.set()
+    canceller.join(10)
+    starter.join(10)
+    assert outcome == {"started": None}
+    assert ProcessingJob.objects.get(pk=job.pk).status == "CANCELLED"
+    assert not StageRun.objects.filter(job=job).exists()
+    assert not AuditEvent.objects.filter(job=job, action="started").exists()
