@@ -167,6 +167,9 @@ JOB_MAX_RETRIES = env_int("JOB_MAX_RETRIES", 3)
 RETRY_BACKOFF_BASE = float(os.environ.get("RETRY_BACKOFF_BASE", "5"))
 RETRY_BACKOFF_MAX = float(os.environ.get("RETRY_BACKOFF_MAX", "600"))
 STAGE_TIMEOUT = env_int("STAGE_TIMEOUT", 1800)
+# A stage whose time grows with the pages (OCR) gets more per page, up to this; past it
+# a stage times out and retries, resuming after the pages it finished.
+STAGE_TIMEOUT_MAX = env_int("STAGE_TIMEOUT_MAX", 12 * 3600)
 
 # Tests (pytest sets PYTEST_VERSION) keep their queues, channels and files apart, so a
 # running `./dev run` on the same servers never picks up a test's work.

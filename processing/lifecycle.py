@@ -235,6 +235,9 @@ def _insert_fields(model: type[Any], exclude: tuple[str, ...], prefix: str) -> t
         for f in model._meta.concrete_fields
         if not isinstance(f, AutoField) and f.name not in exclude
     )
+    for f in fields:
+        if f.generated or f.has_db_default():
+            raise NotImplementedError(f"the worker's INSERT cannot fill {f} yet")
     columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
     placeholders = ", ".join(f"%({prefix}{n})s" for n in range(len(fields)))
     return fields, columns, placeholders
@@ -249,8 +252,16 @@ def _insert_params(instance: Any, fields: tuple[Any, ...], prefix: str) -> dict[
 
 @functools.cache
 def _columns(model: type[Any], alias: str) -> tuple[list[str], str]:
-    """Attribute names and the SELECT list of every column of ``model``, as ``alias``."""
+    """Attribute names and the SELECT list of every column of ``model``, as ``alias``.
+
+    The values are handed to ``Model.from_db`` as psycopg returns them, without
+    Django's converters: a field that needs one (JSONField, a custom field) stops
+    this here rather than arrive unconverted.
+    """
     fields = model._meta.concrete_fields
+    for f in fields:
+        if hasattr(f, "from_db_value") or f.get_db_converters(connection):
+            raise NotImplementedError(f"the worker's SELECT cannot convert {f} yet")
     quote = connection.ops.quote_name
     return [f.attname for f in fields], ", ".join(f"{alias}.{quote(f.column)}" for f in fields)
 
@@ -268,7 +279,9 @@ def _begin_sql() -> str:
     _, document_columns = _columns(Document, "document")
     # ``current`` locks the row and reads its status as it is once locked (the
     # UPDATE re-checks its WHERE against that same version), so ``current.status``
-    # says whether this start is QUEUED -> PROCESSING.
+    # says whether this start is QUEUED -> PROCESSING. A PROCESSING job's next stage
+    # has not begun while its stage_attempt is 0 (complete_stage resets it), so a
+    # second delivery of the same queue entry finds it begun and does nothing.
     return f"""
         WITH current AS (
             SELECT id, status FROM {_table(ProcessingJob)}
@@ -280,7 +293,7 @@ def _begin_sql() -> str:
                 stage_started_at = %(now)s, items_done = 0, items_total = 0,
                 next_attempt_at = NULL, stage_attempt = stage_attempt + 1, updated_at = %(now)s
             WHERE id = (SELECT id FROM current) AND dispatch_id = %(dispatch)s
-                AND status IN (%(queued)s, %(processing)s)
+                AND (status = %(queued)s OR (status = %(processing)s AND stage_attempt = 0))
             RETURNING *
         ), run AS (
             INSERT INTO {_table(StageRun)} (job_id, stage, stage_index, attempt, {run_columns})
@@ -302,15 +315,19 @@ def prepare_statements() -> None:
 
     A forking worker calls this before it forks, so every work horse starts with
     both cached instead of building and parsing them for each stage it runs.
+    Parsing ahead needs psycopg's client-side binding (Django's default); without
+    it only the statements are built.
     """
 
     class _Nulls(dict[str, Any]):
         def __missing__(self, key: str) -> None:
             return None
 
+    statements = (_begin_sql(), _complete_sql(True), _complete_sql(False), _progress_sql())
     with connection.cursor() as cursor:
-        for sql in (_begin_sql(), _complete_sql(True), _complete_sql(False), _progress_sql()):
-            cursor.cursor.mogrify(sql, _Nulls())
+        mogrify = getattr(cursor.cursor, "mogrify", None)
+        for sql in statements if mogrify is not None else ():
+            mogrify(sql, _Nulls())
 
 
 def begin_stage(
@@ -319,7 +336,8 @@ def begin_stage(
     """Mark the job's current stage as started; None if this queue entry is stale.
 
     A queue entry is stale when the job was cancelled, retried, prioritised or
-    already moved on since it was enqueued: its token no longer matches.
+    already moved on since it was enqueued (its token no longer matches), or
+    when the same entry was delivered before and its stage has begun.
 
     One statement locks the job row, checks the token and the status, resets
     the stage counters, opens the stage run and reads the job and its document

@@ -364,7 +364,7 @@ def test_a_stage_gets_more_time_for_each_page_it_must_read(
     """OCR of a long scan is not cut off at the one-size timeout; other stages keep it."""
     from rq.job import Job
 
-    settings.STAGE_TIMEOUT = 600
+    settings.STAGE_TIMEOUT, settings.STAGE_TIMEOUT_MAX = 600, 100_000
     Document.objects.filter(pk=document.pk).update(page_count=700)
     document.refresh_from_db()
     job = lifecycle.create_job(document, by=alice)  # DOCUMENT_PROCESSING: extract, then ocr
@@ -379,6 +379,8 @@ def test_a_stage_gets_more_time_for_each_page_it_must_read(
     assert job is not None and job.current_stage == "ocr"
     ocr = get_pipeline(job.job_type).stage("ocr")
     assert queued_timeout(job) == 600 + 700 * ocr.seconds_per_page > 600
+    # However long the document, a stage's allowance stops at STAGE_TIMEOUT_MAX.
+    assert ocr.timeout(1_000_000) == 100_000
 
 
 def test_beginning_a_stage_waits_for_a_cancel_holding_the_row_and_then_finds_it_stale(
@@ -422,3 +424,19 @@ def test_beginning_a_stage_waits_for_a_cancel_holding_the_row_and_then_finds_it_
     assert ProcessingJob.objects.get(pk=job.pk).status == "CANCELLED"
     assert not StageRun.objects.filter(job=job).exists()
     assert not AuditEvent.objects.filter(job=job, action="started").exists()
+
+
+def test_a_queue_entry_delivered_twice_runs_its_stage_once(job: ProcessingJob) -> None:
+    """A duplicate of an entry (first stage or next stage) finds its stage begun."""
+    job.refresh_from_db()
+    first = lifecycle.begin_stage(job.id, job.dispatch_id, worker="w1")
+    assert first is not None
+    assert lifecycle.begin_stage(job.id, job.dispatch_id, worker="w2") is None
+    job, run = first
+    lifecycle.complete_stage(job, run, done=1, total=1)
+    assert lifecycle.begin_stage(job.id, job.dispatch_id, worker="w1") is not None
+    assert lifecycle.begin_stage(job.id, job.dispatch_id, worker="w2") is None
+    assert list(StageRun.objects.filter(job=job).values_list("stage", "worker")) == [
+        ("first", "w1"),
+        ("second", "w1"),
+    ]

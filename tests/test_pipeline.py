@@ -255,7 +255,7 @@ def test_streamed_rows_keep_what_was_read_before_a_page_failed(
             ("document", "page_number", "text", "char_count", "source"),
             pages(),
             seconds=60,
-            max_bytes=1 << 20,
+            max_size=1 << 20,
             after_batch=lambda: batches.append(1),
         )
     pages_stored = dict(
@@ -267,7 +267,7 @@ def test_streamed_rows_keep_what_was_read_before_a_page_failed(
 def test_streamed_rows_commit_in_batches_bounded_by_size(
     api_client: Any, alice: Any, matter: Any
 ) -> None:
-    """Each batch is committed (and reported) once it holds max_bytes of text."""
+    """Each batch is committed (and reported) once it holds max_size of text."""
     from processing.pipeline.checkpoints import stream_rows
 
     job = job_of(api_client(alice).upload(matter.pk, "x.pdf", make_pdf(["a"])))
@@ -278,7 +278,7 @@ def test_streamed_rows_commit_in_batches_bounded_by_size(
         ("document", "page_number", "text", "char_count", "source"),
         ((document.pk, n, "x" * 10, 10, "text_layer") for n in range(1, 8)),
         seconds=60,
-        max_bytes=30,
+        max_size=30,
         size=lambda row: row[3],
         after_batch=lambda: stored_after_each_batch.append(
             DocumentPage.objects.filter(document=document).count()

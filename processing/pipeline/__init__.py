@@ -27,10 +27,11 @@ DOCUMENT_PROCESSING = "DOCUMENT_PROCESSING"
 class Stage:
     """One named step of a pipeline, with the label the stepper shows.
 
-    ``seconds_per_page`` is the most a page may take in this stage; it is added
-    to ``settings.STAGE_TIMEOUT`` once per page of the document (see
-    :meth:`timeout`), so a stage whose time grows with the pages (OCR) gets the
-    time a long document needs instead of timing out and retrying.
+    ``seconds_per_page`` is what a slow page may take in this stage; it is added
+    to ``settings.STAGE_TIMEOUT`` once per page of the document, up to
+    ``settings.STAGE_TIMEOUT_MAX`` (see :meth:`timeout`), so a stage whose time
+    grows with the pages (OCR) gets the time a long document needs instead of
+    timing out and retrying.
     """
 
     name: str
@@ -40,7 +41,9 @@ class Stage:
 
     def timeout(self, page_count: int | None) -> int:
         """Seconds the stage may run on a document of ``page_count`` pages (None: unknown)."""
-        return settings.STAGE_TIMEOUT + math.ceil(self.seconds_per_page * (page_count or 0))
+        base = settings.STAGE_TIMEOUT
+        extra = math.ceil(self.seconds_per_page * (page_count or 0))
+        return max(base, min(base + extra, settings.STAGE_TIMEOUT_MAX))
 
 
 @dataclass(frozen=True)
@@ -112,8 +115,9 @@ def _load_defaults() -> None:
         DOCUMENT_PROCESSING,
         [
             Stage("extract", "Extracting", extract),
-            # Tesseract reads a dense 300-dpi page in about 2 s here; allow for slower
-            # machines and pages, so a 600-page scan is not cut off at STAGE_TIMEOUT.
+            # Tesseract reads a dense 300-dpi page in about 2 s here (OCR_TIMEOUT caps
+            # one page at 120 s); 30 s allows for slower machines and pages, so a
+            # 600-page scan is not cut off at STAGE_TIMEOUT.
             Stage("ocr", "Reading scanned pages", ocr, seconds_per_page=30),
             Stage("chunk", "Chunking", chunk),
             Stage("index", "Indexing", index),

@@ -54,54 +54,73 @@ def stream_rows(
     rows: Iterable[Sequence[Any]],
     *,
     seconds: float,
-    max_bytes: int,
+    max_size: int,
     size: Callable[[Sequence[Any]], int] = lambda row: 0,
     after_batch: Callable[[], None] = lambda: None,
 ) -> None:
-    """Insert ``rows`` as the iterable makes them, a transaction per batch.
+    """Insert ``rows`` as the iterable makes them, a transaction (one COPY) per batch.
 
-    Rows go to the database ``SEND_ROWS`` at a time, into one COPY per batch.
-    A batch ends after ``seconds``, or once the rows in it add up to
-    ``max_bytes`` by ``size``; ``after_batch`` runs after each commit. While a
-    batch is open its COPY holds the connection: making a row must not query
-    the database (do that in ``after_batch``). If making a row raises, the rows
-    made before it are kept and the error is raised after their commit.
-    Rows that would duplicate a unique key already stored are skipped.
+    Rows are gathered ``SEND_ROWS`` at a time. A batch's COPY is opened once its
+    first chunk is in hand, and stays open while the batch's next chunks are
+    made and sent; the batch ends once ``seconds`` have passed since it began
+    (checked before each row is asked for) or its rows add up to ``max_size``
+    by ``size``. ``after_batch`` runs after each commit. While the COPY is open
+    it holds the connection: making a row must not query the database (do that
+    in ``after_batch``). If making a row raises, the rows made before it are
+    kept and then the error is raised. Rows that would duplicate a unique key
+    already stored are skipped.
     """
     statement, defaults = _copy_statement(model, columns)
     source = iter(rows)
     exhausted = False
-    while not exhausted:
-        batch: list[Sequence[Any]] = []
-        failure: Exception | None = None
+    failure: Exception | None = None
+    deadline, used = 0.0, 0  # of the batch being made
+
+    def chunk(*, first: bool = False) -> list[Sequence[Any]]:
+        """Up to SEND_ROWS more rows for the current batch, while it has time and room.
+
+        A batch's first chunk has at least one row, unless the rows have run out.
+        """
+        nonlocal exhausted, failure, used
+        made: list[Sequence[Any]] = []
+        while len(made) < SEND_ROWS and (
+            (first and not made) or (used < max_size and time.monotonic() < deadline)
+        ):
+            try:
+                row = next(source)
+            except StopIteration:
+                exhausted = True
+                break
+            except Exception as error:  # kept rows first, then the error
+                failure = error
+                break
+            made.append(row)
+            used += size(row)
+        return made
+
+    while not exhausted and failure is None:
+        deadline, used = time.monotonic() + seconds, 0
+        pending = chunk(first=True)
+        if not pending:
+            break
+        batch = list(pending)
         try:
             with _copy(statement) as copy:
-                deadline, used, sent = time.monotonic() + seconds, 0, 0
-                while True:
-                    try:
-                        row = next(source)
-                    except StopIteration:
-                        exhausted = True
-                        break
-                    except Exception as error:  # kept rows first, then the error
-                        failure, exhausted = error, True
-                        break
-                    batch.append(row)
-                    used += size(row)
-                    if len(batch) - sent >= SEND_ROWS:
-                        for unsent in batch[sent:]:
-                            copy.write_row([*unsent, *defaults])
-                        sent = len(batch)
-                    if used >= max_bytes or time.monotonic() >= deadline:
-                        break
-                for unsent in batch[sent:]:
-                    copy.write_row([*unsent, *defaults])
+                while pending:
+                    for row in pending:
+                        copy.write_row([*row, *defaults])
+                    pending = chunk() if not exhausted and failure is None else []
+                    batch += pending
         except IntegrityError:
             _save_skipping_existing(model, columns, batch)
-        if failure is not None:
-            raise failure
-        if batch:
+        except Exception as error:
+            if failure is not None:  # the stage's own error says more than the lost batch's
+                raise failure from error
+            raise
+        if failure is None:
             after_batch()
+    if failure is not None:
+        raise failure
 
 
 @contextlib.contextmanager

@@ -12,7 +12,7 @@ from processing.pipeline.checkpoints import stream_rows
 from processing.pipeline.context import StageContext
 
 FLUSH_SECONDS = 0.5
-FLUSH_BYTES = 4 * 1024 * 1024
+FLUSH_CHARS = 4 * 1024 * 1024
 
 
 def _clean(text: str) -> str:
@@ -27,7 +27,7 @@ def extract(ctx: StageContext) -> None:
     Rows go to the database as pages are read (:func:`stream_rows`, COPY), so
     PostgreSQL stores some pages while the next are read. They are committed
     every ``FLUSH_SECONDS``, so a crash loses at most that much work, or sooner
-    once a batch holds ``FLUSH_BYTES`` of text, so a large document never sits
+    once a batch holds ``FLUSH_CHARS`` characters of text, so a large document never sits
     in memory. Progress and the cancel check come between batches, when the
     connection is free.
     """
@@ -63,13 +63,17 @@ def extract(ctx: StageContext) -> None:
             ctx.progress(done, total)
             ctx.stop_if_asked()
 
-        stream_rows(
-            DocumentPage,
-            ("document", "page_number", "text", "char_count", "source"),
-            pages(),
-            seconds=FLUSH_SECONDS,
-            max_bytes=FLUSH_BYTES,
-            size=lambda row: row[3],
-            after_batch=between_batches,
-        )
+        try:
+            stream_rows(
+                DocumentPage,
+                ("document", "page_number", "text", "char_count", "source"),
+                pages(),
+                seconds=FLUSH_SECONDS,
+                max_size=FLUSH_CHARS,
+                size=lambda row: row[3],
+                after_batch=between_batches,
+            )
+        finally:
+            # What the stage run reports, also when a page failed (no write here).
+            ctx.items_done, ctx.items_total = done, total
         ctx.progress(done, total)
