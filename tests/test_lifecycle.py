@@ -314,16 +314,16 @@ def test_progress_after_a_cancel_is_refused_and_not_written(job: ProcessingJob, 
     assert StageRun.objects.get(pk=run.pk).items_done == 0
 
 
-def test_completing_a_stage_waits_for_a_cancel_holding_the_row_and_then_yields(
-    job: ProcessingJob, alice: Any
-) -> None:
-    """The one-statement completion locks the row too: a cancel in flight wins."""
+def _while_a_cancel_holds_the_row(job: ProcessingJob, alice: Any, call: Any) -> Any:
+    """Run ``call()`` in a thread while another has cancelled ``job`` but not committed.
+
+    Asserts that ``call`` waits for the cancel's row lock; returns what it returned
+    once the cancel committed.
+    """
     import threading
 
     from django.db import connection, transaction
 
-    job, run = begin(job)
-    entries_before = queued_rq_ids()
     locked, release = threading.Event(), threading.Event()
     outcome: dict[str, Any] = {}
 
@@ -336,23 +336,36 @@ def test_completing_a_stage_waits_for_a_cancel_holding_the_row_and_then_yields(
         finally:
             connection.close()
 
-    def complete() -> None:
+    def run_call() -> None:
         try:
-            outcome["job"] = lifecycle.complete_stage(job, run, done=1, total=1)
+            outcome["value"] = call()
         finally:
             connection.close()
 
     canceller = threading.Thread(target=cancel_and_hold)
     canceller.start()
     assert locked.wait(10)
-    completer = threading.Thread(target=complete)
-    completer.start()
-    completer.join(0.5)
-    assert completer.is_alive()  # waiting for the cancel's row lock
+    caller = threading.Thread(target=run_call)
+    caller.start()
+    caller.join(0.5)
+    assert caller.is_alive()  # waiting for the cancel's row lock
     release.set()
     canceller.join(10)
-    completer.join(10)
-    assert outcome == {"job": None}
+    caller.join(10)
+    assert "value" in outcome
+    return outcome["value"]
+
+
+def test_completing_a_stage_waits_for_a_cancel_holding_the_row_and_then_yields(
+    job: ProcessingJob, alice: Any
+) -> None:
+    """The one-statement completion locks the row too: a cancel in flight wins."""
+    job, run = begin(job)
+    entries_before = queued_rq_ids()
+    completed = _while_a_cancel_holds_the_row(
+        job, alice, lambda: lifecycle.complete_stage(job, run, done=1, total=1)
+    )
+    assert completed is None
     assert ProcessingJob.objects.get(pk=job.pk).status == "CANCELLED"
     assert StageRun.objects.get(pk=run.pk).status == "SKIPPED"
     assert queued_rq_ids() == entries_before  # no next stage was enqueued
@@ -387,40 +400,11 @@ def test_beginning_a_stage_waits_for_a_cancel_holding_the_row_and_then_finds_it_
     job: ProcessingJob, alice: Any
 ) -> None:
     """The one-statement begin locks the row first: it never starts a cancelled job."""
-    import threading
-
-    from django.db import connection, transaction
-
     job.refresh_from_db()
-    locked, release = threading.Event(), threading.Event()
-    outcome: dict[str, Any] = {}
-
-    def cancel_and_hold() -> None:
-        try:
-            with transaction.atomic():
-                lifecycle.cancel(ProcessingJob.objects.get(pk=job.pk), by=alice)
-                locked.set()
-                release.wait(10)
-        finally:
-            connection.close()
-
-    def start() -> None:
-        try:
-            outcome["started"] = lifecycle.begin_stage(job.id, job.dispatch_id, worker="test")
-        finally:
-            connection.close()
-
-    canceller = threading.Thread(target=cancel_and_hold)
-    canceller.start()
-    assert locked.wait(10)
-    starter = threading.Thread(target=start)
-    starter.start()
-    starter.join(0.5)
-    assert starter.is_alive()  # waiting for the cancel's row lock
-    release.set()
-    canceller.join(10)
-    starter.join(10)
-    assert outcome == {"started": None}
+    started = _while_a_cancel_holds_the_row(
+        job, alice, lambda: lifecycle.begin_stage(job.id, job.dispatch_id, worker="test")
+    )
+    assert started is None
     assert ProcessingJob.objects.get(pk=job.pk).status == "CANCELLED"
     assert not StageRun.objects.filter(job=job).exists()
     assert not AuditEvent.objects.filter(job=job, action="started").exists()

@@ -217,16 +217,18 @@ def test_checkpoint_rows_that_already_exist_are_kept_and_the_rest_saved(
     api_client: Any, alice: Any, matter: Any
 ) -> None:
     """Two workers racing on one stage never duplicate or lose a page's row."""
-    from processing.pipeline.checkpoints import save_rows
+    from processing.pipeline.checkpoints import stream_rows
 
     job = job_of(api_client(alice).upload(matter.pk, "x.pdf", make_pdf(["a", "b", "c"])))
     document = job.document
     DocumentPage.objects.create(document=document, page_number=2, text="saved by the other")
     columns = ("document", "page_number", "text", "char_count", "source")
-    save_rows(
+    stream_rows(
         DocumentPage,
         columns,
         [(document.pk, n, f"page {n}", 6, "text_layer") for n in (1, 2, 3)],
+        seconds=60,
+        max_size=1 << 20,
     )
     pages = dict(DocumentPage.objects.filter(document=document).values_list("page_number", "text"))
     assert pages == {1: "page 1", 2: "saved by the other", 3: "page 3"}

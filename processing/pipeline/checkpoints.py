@@ -8,9 +8,9 @@ collides with rows that already exist (two workers on one stage after a lost
 heartbeat) is it saved again with ``bulk_create(ignore_conflicts=True)``,
 which skips those.
 
-:func:`save_rows` writes a batch a stage has gathered; :func:`stream_rows`
-writes rows while the stage is still making them, so the database stores some
-pages while the next are read instead of all of them at the end.
+:func:`stream_rows` writes rows while the stage is still making them, so the
+database stores some pages while the next are read instead of all of them at
+the end.
 """
 
 from __future__ import annotations
@@ -25,27 +25,9 @@ from django.db import IntegrityError, connection, models, transaction
 # stream_rows hands rows to COPY this many at a time. Formatting and sending each row
 # as it comes interleaves psycopg with the code that makes the rows (pdfium reading a
 # page) and slows that down: on a 300-page text PDF, extract ran at 0.875 of pdfium's
-# own speed sending each row, 0.92 sending 64 at a time (bench/extract_throughput.py).
+# own speed sending each row, 0.905 (median of 19 runs) sending 64 at a time
+# (bench/extract_throughput.py).
 SEND_ROWS = 64
-
-
-def save_rows(
-    model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]
-) -> None:
-    """Insert ``rows`` (values for the fields named in ``columns``) in one transaction.
-
-    Fields left out get their model default. Rows that would duplicate a unique
-    key already stored are skipped.
-    """
-    if not rows:
-        return
-    statement, defaults = _copy_statement(model, columns)
-    try:
-        with _copy(statement) as copy:
-            for row in rows:
-                copy.write_row([*row, *defaults])
-    except IntegrityError:
-        _save_skipping_existing(model, columns, rows)
 
 
 def stream_rows(
