@@ -45,8 +45,23 @@ class Recognition:
     """Mean word confidence, 0–100; None when no word was read."""
 
 
-def _environment() -> dict[str, str]:
-    return {**os.environ, "OMP_THREAD_LIMIT": "1"}
+def _run(
+    arguments: list[str], *, timeout: float, input: bytes | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    """Run Tesseract single-threaded; :class:`OcrUnavailable` if it is not installed."""
+    try:
+        return subprocess.run(
+            arguments,
+            input=input,
+            capture_output=True,
+            timeout=timeout,
+            env={**os.environ, "OMP_THREAD_LIMIT": "1"},
+            check=False,
+        )
+    except FileNotFoundError as error:
+        raise OcrUnavailable(
+            f"{arguments[0]!r} was not found: install the Debian package {DEBIAN_PACKAGE}"
+        ) from error
 
 
 def check_engine(command: str, languages: str, *, timeout: float = 30) -> None:
@@ -55,17 +70,7 @@ def check_engine(command: str, languages: str, *, timeout: float = 30) -> None:
     ``languages`` is Tesseract's ``-l`` value, such as ``eng`` or ``eng+deu``.
     """
     try:
-        result = subprocess.run(
-            [command, "--list-langs"],
-            capture_output=True,
-            timeout=timeout,
-            env=_environment(),
-            check=False,
-        )
-    except FileNotFoundError as error:
-        raise OcrUnavailable(
-            f"{command!r} was not found: install the Debian package {DEBIAN_PACKAGE}"
-        ) from error
+        result = _run([command, "--list-langs"], timeout=timeout)
     except (OSError, subprocess.SubprocessError) as error:
         raise OcrUnavailable(f"{command!r} could not be run: {error}") from error
     output = result.stdout.decode("utf-8", "replace")
@@ -105,18 +110,7 @@ def recognise(
     if dpi:
         arguments += ["--dpi", str(round(dpi))]
     try:
-        result = subprocess.run(
-            [*arguments, "tsv"],
-            input=pgm,
-            capture_output=True,
-            timeout=timeout,
-            env=_environment(),
-            check=False,
-        )
-    except FileNotFoundError as error:
-        raise OcrUnavailable(
-            f"{command!r} was not found: install the Debian package {DEBIAN_PACKAGE}"
-        ) from error
+        result = _run([*arguments, "tsv"], input=pgm, timeout=timeout)
     except subprocess.TimeoutExpired as error:
         raise OcrFailed(f"Reading the page took longer than {timeout:g} seconds.") from error
     errors = result.stderr.decode("utf-8", "replace")
