@@ -250,7 +250,7 @@ def main() -> None:
         "--worker-class",
         default="",
         help="passed to manage.py rqworker (e.g. rq.Worker, rq.SimpleWorker); default: "
-        "settings.RQ['WORKER_CLASS'] (processing.worker.Worker)",
+        "settings.RQ['WORKER_CLASS'] (processing.jobs.worker.Worker)",
     )
     args = parser.parse_args()
     suffix = "" if not args.worker_class else "_" + args.worker_class.replace(".", "_")

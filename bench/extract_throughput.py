@@ -58,7 +58,7 @@ def ours(document) -> dict:  # noqa: ANN001
     from django.db import connection
     from django.db.models import Sum
 
-    from processing import lifecycle, tasks
+    from processing.jobs import lifecycle, tasks
     from processing.models import DocumentPage, ProcessingJob, StageRun
 
     ProcessingJob.objects.filter(document=document).delete()

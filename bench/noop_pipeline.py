@@ -7,7 +7,7 @@ stage -> complete_stage -> enqueue of the next stage, like any pipeline's.
 
 from __future__ import annotations
 
-from processing.pipeline import Stage, register
+from processing.pipeline.registry import Stage, register
 
 JOB_TYPE = "BENCH_NOOP5"
 STAGES = 5
@@ -18,5 +18,5 @@ def _noop(ctx: object) -> None:
 
 
 PIPELINE = register(
-    JOB_TYPE, [Stage(f"noop{i}", f"No-op {i}", _noop) for i in range(1, STAGES + 1)]
+    JOB_TYPE, [Stage(f"noop{i}", f"No-op {i}", f"{__name__}._noop") for i in range(1, STAGES + 1)]
 )

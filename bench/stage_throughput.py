@@ -199,7 +199,7 @@ def run_current_stage(job_id: Any, expected: str) -> dict[str, Any]:
     """Run the job's current stage (``expected``) with tasks.run_stage; its figures."""
     from django.db import connection
 
-    from processing import tasks
+    from processing.jobs import tasks
     from processing.models import ProcessingJob, StageRun
 
     job = ProcessingJob.objects.only("current_stage", "dispatch_id", "status").get(pk=job_id)
@@ -291,7 +291,7 @@ def main() -> None:
 
     isolate("stages")
     info = _setup.prepare()
-    from processing.pipeline import DOCUMENT_PROCESSING, get_pipeline
+    from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline
 
     stages = [stage.name for stage in get_pipeline(DOCUMENT_PROCESSING).stages]
     user, matter = _setup.make_owner()

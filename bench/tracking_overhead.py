@@ -24,7 +24,7 @@ and is reported beside it. Medians of ROUNDS rounds; the variants' order rotates
         [--worker-class simple|fork|both] [--fork-class rq.Worker]
 
 The forking class is the one ``manage.py rqworker`` uses (settings.RQ["WORKER_CLASS"]:
-processing.worker.Worker, RQ's forking Worker with the stage code loaded before it
+processing.jobs.worker.Worker, RQ's forking Worker with the stage code loaded before it
 forks); --fork-class rq.Worker measures RQ's plain one (results then go to
 tracking_overhead_rq_Worker.json).
 """
@@ -79,7 +79,7 @@ def _enqueue_bare(function: str, chains: int) -> None:
 def _enqueue_ours(documents: list) -> list:
     from noop_pipeline import JOB_TYPE
 
-    from processing import lifecycle
+    from processing.jobs import lifecycle
 
     return [lifecycle.create_job(document, job_type=JOB_TYPE).pk for document in documents]
 

@@ -3,7 +3,7 @@
 A 500-page text PDF (stage_throughput's pages: ~300 words with dates, amounts, emails,
 phone numbers and case citations) is uploaded with processing.uploads.accept_upload, then
 one ``manage.py rqworker high default low --burst`` is started: settings.RQ["WORKER_CLASS"],
-processing.worker.Worker, RQ's forking worker with the stage code preloaded, so each
+processing.jobs.worker.Worker, RQ's forking worker with the stage code preloaded, so each
 stage runs in its own forked work horse. Until the job is COMPLETED (and the burst worker
 has exited, or a few seconds more), every INTERVAL seconds this process reads, for the
 worker and every descendant (the work horses; Tesseract if a page needed OCR):
@@ -244,7 +244,7 @@ def main() -> None:
     stage_throughput.isolate("memory")
     info = _setup.prepare()
     from processing.models import ProcessingJob
-    from processing.pipeline import DOCUMENT_PROCESSING, get_pipeline
+    from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline
 
     stages = [stage.name for stage in get_pipeline(DOCUMENT_PROCESSING).stages]
     user, matter = _setup.make_owner()
@@ -470,7 +470,7 @@ def main() -> None:
                 "words_per_page": args.words,
                 "interval_s": args.interval,
                 "command": " ".join(command),
-                "worker_class": "settings.RQ['WORKER_CLASS'] (processing.worker.Worker)",
+                "worker_class": "settings.RQ['WORKER_CLASS'] (processing.jobs.worker.Worker)",
                 "pdf_bytes": len(pdf_bytes),
             },
             "per_stage": per_stage,

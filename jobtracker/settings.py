@@ -86,7 +86,7 @@ MIDDLEWARE = [
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
-    "processing.middleware.ApiErrorEnvelopeMiddleware",
+    "processing.api.middleware.ApiErrorEnvelopeMiddleware",
 ]
 
 ROOT_URLCONF = "jobtracker.urls"
@@ -197,7 +197,7 @@ RQ_QUEUES = {
     for name in ("high", "default", "low")
 }
 RQ_SHOW_ADMIN_LINK = True
-RQ = {"WORKER_CLASS": "processing.worker.Worker"}
+RQ = {"WORKER_CLASS": "processing.jobs.worker.Worker"}
 
 CHANNEL_LAYERS = {
     "default": {

@@ -11,5 +11,5 @@ urlpatterns = [
     path("login/", auth_views.LoginView.as_view(), name="login"),
     path("logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("api/", api.urls),
-    path("", include("processing.urls")),
+    path("", include("processing.web.urls")),
 ]

@@ -9,7 +9,8 @@ from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
 
-from processing import lifecycle
+from processing.jobs import lifecycle
+from processing.jobs.states import InvalidTransition
 from processing.models import (
     ApiToken,
     AuditEvent,
@@ -20,7 +21,6 @@ from processing.models import (
     ProcessingJob,
     StageRun,
 )
-from processing.states import InvalidTransition
 
 
 class MembershipInline(admin.TabularInline):

@@ -1,6 +1,6 @@
 """Domain models: matters and their members, documents, processing jobs and their history.
 
-Status fields are written only by :mod:`processing.lifecycle`; everything else
+Status fields are written only by :mod:`processing.jobs.lifecycle`; everything else
 reads them. Results the pipeline writes (one row per item under a unique key)
 are the stages' checkpoints: a rerun skips the items that already have a row.
 """
@@ -16,7 +16,7 @@ from django.db import models
 from django.db.models import Q
 from django.utils import timezone
 
-from processing.states import ACTIVE_JOB_STATUSES, JobStatus, StageStatus
+from processing.jobs.states import ACTIVE_JOB_STATUSES, JobStatus, StageStatus
 
 
 class Role(models.TextChoices):

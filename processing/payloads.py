@@ -8,10 +8,10 @@ from typing import Any
 from django.urls import reverse
 from django.utils import timezone
 
-from processing import estimates
+from processing.jobs import estimates
+from processing.jobs.states import JobStatus, StageStatus
 from processing.models import Matter, ProcessingJob
-from processing.pipeline import get_pipeline
-from processing.states import JobStatus, StageStatus
+from processing.pipeline.registry import get_pipeline
 
 
 def iso(value: datetime | None) -> str | None:

@@ -13,9 +13,9 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from processing import lifecycle
 from processing.documents import SNIFF_BYTES, detect_content_type, detect_file, open_document
 from processing.errors import StageError
+from processing.jobs import lifecycle
 from processing.models import Document, Matter, ProcessingJob
 
 SUPPORTED_DESCRIPTION = "PDF, Word (.docx), plain text, HTML, PNG, JPEG or TIFF"

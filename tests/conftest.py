@@ -57,7 +57,7 @@ def _media_root(settings: Any, tmp_path: Path) -> None:
 
 @pytest.fixture(autouse=True)
 def _fresh_estimates() -> None:
-    from processing import estimates
+    from processing.jobs import estimates
 
     estimates.clear_history()
 

@@ -17,8 +17,8 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from processing import entities_find, lifecycle
-from processing.entities_find import Found, find_entities
+from processing.jobs import lifecycle
+from processing.jobs.context import StageContext
 from processing.models import (
     Document,
     DocumentPage,
@@ -27,11 +27,11 @@ from processing.models import (
     ProcessingJob,
     StageRun,
 )
-from processing.pipeline import Stage, register
 from processing.pipeline import entities as entities_module
-from processing.pipeline.context import StageContext
+from processing.pipeline import entity_finder
 from processing.pipeline.entities import entities
-from processing.pipeline.extract import extract
+from processing.pipeline.entity_finder import Found, find_entities
+from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline, register
 from tests.conftest import job_of, make_pdf
 
 TEST_JOB_TYPE = "TEST_EXTRACT_ENTITIES"
@@ -258,9 +258,10 @@ def test_a_page_of_mixed_text_finds_each_kind_once_in_order() -> None:
 
 def register_test_pipeline() -> None:
     """Declare the test job type: extract, then entities."""
+    default = get_pipeline(DOCUMENT_PROCESSING)
     register(
         TEST_JOB_TYPE,
-        [Stage("extract", "Extracting", extract), Stage("entities", "Finding entities", entities)],
+        [default.stage("extract"), default.stage("entities")],
     )
 
 
@@ -384,7 +385,7 @@ def test_a_retry_resumes_after_the_last_saved_page_and_duplicates_nothing(
     assert done == {1: True, 2: True, 3: False}
     assert [row[0] for row in entity_rows(job.document)] == [1, 2]  # page 3 saved nothing
 
-    from processing.dispatch import enqueue_stage
+    from processing.jobs.dispatch import enqueue_stage
 
     scanned.clear()
     enqueue_stage(job.id, job.dispatch_id, job.queue_name)  # the scheduled retry, now
@@ -592,4 +593,4 @@ def test_the_matter_list_costs_the_same_queries_for_one_matter_or_many(
 
 
 def test_finder_kinds_are_the_models_kinds() -> None:
-    assert set(entities_find.KINDS) == set(Entity.Kind.values)
+    assert set(entity_finder.KINDS) == set(Entity.Kind.values)

@@ -7,11 +7,9 @@ from typing import Any
 import django_rq
 import pytest
 
-from processing import lifecycle
 from processing.errors import CorruptDocument, InternalError
-from processing.models import AuditEvent, Document, ProcessingJob, StageRun
-from processing.pipeline import Stage, get_pipeline, register
-from processing.states import (
+from processing.jobs import lifecycle
+from processing.jobs.states import (
     JOB_TRANSITIONS,
     STAGE_TRANSITIONS,
     InvalidTransition,
@@ -20,6 +18,8 @@ from processing.states import (
     check_job_transition,
     check_stage_transition,
 )
+from processing.models import AuditEvent, Document, ProcessingJob, StageRun
+from processing.pipeline.registry import Stage, get_pipeline, register
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -54,7 +54,13 @@ def _noop(ctx: Any) -> None:
 @pytest.fixture(autouse=True)
 def two_stage_pipeline() -> None:
     """The state machine is tested on a small pipeline of its own: two stages."""
-    register(TWO_STAGES, [Stage("first", "First", _noop), Stage("second", "Second", _noop)])
+    register(
+        TWO_STAGES,
+        [
+            Stage("first", "First", f"{__name__}._noop"),
+            Stage("second", "Second", f"{__name__}._noop"),
+        ],
+    )
 
 
 @pytest.fixture
@@ -248,7 +254,7 @@ def test_prioritize_moves_to_front_of_high(document: Document, alice: Any) -> No
     second = lifecycle.prioritize(second, by=alice)
     assert second.priority == "high" and second.queue_name == "high"
     assert django_rq.get_queue("high").job_ids[0] == f"stage-{second.id}-{second.dispatch_id}"
-    from processing.estimates import queue_position
+    from processing.jobs.estimates import queue_position
 
     assert queue_position(second) == 1
     assert queue_position(ProcessingJob.objects.get(pk=waiting_high.pk)) == 2
@@ -269,7 +275,7 @@ def test_a_thousand_page_stage_does_not_write_a_row_per_page(
     job: ProcessingJob, django_assert_max_num_queries: Any
 ) -> None:
     """Progress writes are throttled: 1,000 calls in a burst cost a handful of queries."""
-    from processing.pipeline.context import StageContext
+    from processing.jobs.context import StageContext
 
     job, run = begin(job)
     ctx = StageContext(job=job, stage_run=run)

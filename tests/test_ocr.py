@@ -20,12 +20,11 @@ from django.db import connection
 from fpdf import FPDF
 from PIL import Image, ImageDraw, ImageFont
 
-from processing import lifecycle
 from processing.documents import PDF, open_document
+from processing.jobs import lifecycle
 from processing.models import Document, DocumentPage, ProcessingJob, StageRun
-from processing.pipeline import DOCUMENT_PROCESSING, Stage, get_pipeline, register
-from processing.pipeline.extract import extract
-from processing.pipeline.ocr import needs_ocr, ocr
+from processing.pipeline.ocr import needs_ocr
+from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline, register
 from tests.conftest import CORPUS, job_of
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -37,7 +36,7 @@ def extract_then_ocr() -> Iterator[None]:
     default = get_pipeline(DOCUMENT_PROCESSING)
     register(
         DOCUMENT_PROCESSING,
-        [Stage("extract", "Extracting", extract), Stage("ocr", "Reading scans", ocr)],
+        [default.stage("extract"), default.stage("ocr")],
     )
     yield
     register(DOCUMENT_PROCESSING, list(default.stages))

@@ -136,8 +136,8 @@ def test_a_rerun_skips_pages_already_extracted(
     api_client: Any, alice: Any, matter: Any, worker: Any
 ) -> None:
     """A retry resumes: finished pages keep their rows and are not read again."""
-    from processing import lifecycle
     from processing.errors import InternalError
+    from processing.jobs import lifecycle
 
     client = api_client(alice)
     job = job_of(client.upload(matter.pk, "long.pdf", make_pdf([f"Page {n}" for n in range(1, 9)])))
@@ -156,7 +156,7 @@ def test_a_rerun_skips_pages_already_extracted(
     job.refresh_from_db()
     assert job.status == "QUEUED" and job.retry_count == 1
     # Run the scheduled retry now rather than waiting out the backoff.
-    from processing.dispatch import enqueue_stage
+    from processing.jobs.dispatch import enqueue_stage
 
     enqueue_stage(job.id, job.dispatch_id, job.queue_name)
     worker()

@@ -18,12 +18,15 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from processing import lifecycle
+from processing.jobs import lifecycle
 from processing.models import DocumentChunk, DocumentPage, Matter, ProcessingJob, StageRun
-from processing.pipeline import _REGISTRY, DOCUMENT_PROCESSING, Pipeline, Stage, get_pipeline
-from processing.pipeline.chunk import CHUNK_MAX, CHUNK_MIN, PAGE_SEPARATOR, chunk, split_chunks
-from processing.pipeline.extract import extract
-from processing.pipeline.index import index
+from processing.pipeline.chunk import CHUNK_MAX, CHUNK_MIN, PAGE_SEPARATOR, split_chunks
+from processing.pipeline.registry import (
+    _REGISTRY,
+    DOCUMENT_PROCESSING,
+    Pipeline,
+    get_pipeline,
+)
 from tests.conftest import ApiClient, job_of, make_pdf
 
 needs_worker = pytest.mark.django_db(transaction=True)
@@ -35,12 +38,8 @@ CHUNK_TABLE = DocumentChunk._meta.db_table
 @pytest.fixture(autouse=True)
 def search_pipeline(monkeypatch: pytest.MonkeyPatch) -> Pipeline:
     """Uploads (which create DOCUMENT_PROCESSING jobs) run extract → chunk → index only."""
-    get_pipeline(DOCUMENT_PROCESSING)  # load the defaults first, so they cannot replace ours
-    stages = (
-        Stage("extract", "Extracting", extract),
-        Stage("chunk", "Chunking", chunk),
-        Stage("index", "Indexing", index),
-    )
+    default = get_pipeline(DOCUMENT_PROCESSING)
+    stages = tuple(default.stage(name) for name in ("extract", "chunk", "index"))
     pipeline = Pipeline(TEST_JOB_TYPE, stages)
     monkeypatch.setitem(_REGISTRY, TEST_JOB_TYPE, pipeline)
     monkeypatch.setitem(_REGISTRY, DOCUMENT_PROCESSING, pipeline)

@@ -26,8 +26,8 @@ from dataclasses import dataclass
 
 from django.db.models import QuerySet
 
+from processing.jobs.context import StageContext
 from processing.models import DocumentChunk, DocumentPage
-from processing.pipeline.context import StageContext
 
 CHUNK_MIN = 1000
 CHUNK_MAX = 1500

@@ -7,9 +7,9 @@ import time
 from django.db import transaction
 from django.db.models import Count, Q
 
-from processing.entities_find import find_entities
+from processing.jobs.context import StageContext
 from processing.models import DocumentPage, Entity
-from processing.pipeline.context import StageContext
+from processing.pipeline.entity_finder import find_entities
 
 FLUSH_PAGES = 32
 FLUSH_SECONDS = 0.5

@@ -7,9 +7,9 @@ from collections.abc import Iterator
 from django.conf import settings
 
 from processing.documents import open_document
+from processing.jobs.context import StageContext
 from processing.models import Document, DocumentPage
 from processing.pipeline.checkpoints import stream_rows
-from processing.pipeline.context import StageContext
 
 FLUSH_SECONDS = 0.5
 FLUSH_CHARS = 4 * 1024 * 1024

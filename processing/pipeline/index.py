@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from django.contrib.postgres.search import SearchVector
 
+from processing.jobs.context import StageContext
 from processing.models import DocumentChunk
-from processing.pipeline.context import StageContext
 from processing.search import search_config
 
 BATCH_CHUNKS = 500

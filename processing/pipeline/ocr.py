@@ -41,8 +41,8 @@ from processing.documents import (
     tesseract,
 )
 from processing.errors import ServiceUnavailable
+from processing.jobs.context import StageContext
 from processing.models import DocumentPage
-from processing.pipeline.context import StageContext
 
 logger = logging.getLogger(__name__)
 

@@ -16,9 +16,9 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
+from processing.jobs.states import JobStatus, StageStatus
 from processing.models import ProcessingJob, StageRun
-from processing.pipeline import get_pipeline
-from processing.states import JobStatus, StageStatus
+from processing.pipeline.registry import get_pipeline
 
 HISTORY_RUNS = 50
 HISTORY_CACHE_SECONDS = 30.0

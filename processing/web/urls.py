@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from processing import views
+from processing.web import views
 
 urlpatterns = [
     path("", views.matter_list, name="matter-list"),

@@ -1,7 +1,7 @@
 """The only code that changes a job's status, progress counters, retries or error.
 
 Every transition follows the same steps: lock the job row, check the move
-against :mod:`processing.states`, write the job (status and its timestamp in
+against :mod:`processing.jobs.states`, write the job (status and its timestamp in
 one update), its stage run and an :class:`AuditEvent`, and register the side
 effects (enqueueing the next RQ job) with ``transaction.on_commit`` so that
 nothing is enqueued that the database does not hold.
@@ -45,8 +45,15 @@ from django.db import connection, transaction
 from django.db.models import AutoField, Min
 from django.utils import timezone
 
-from processing import dispatch
 from processing.errors import StageError
+from processing.jobs import dispatch
+from processing.jobs.states import (
+    InvalidTransition,
+    JobStatus,
+    StageStatus,
+    check_job_transition,
+    check_stage_transition,
+)
 from processing.models import (
     AuditEvent,
     Document,
@@ -54,14 +61,7 @@ from processing.models import (
     ProcessingState,
     StageRun,
 )
-from processing.pipeline import DOCUMENT_PROCESSING, get_pipeline
-from processing.states import (
-    InvalidTransition,
-    JobStatus,
-    StageStatus,
-    check_job_transition,
-    check_stage_transition,
-)
+from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -208,7 +208,7 @@ def create_job(
 # write of the other transitions in one round trip: the UPDATE takes the row lock, and
 # PostgreSQL re-checks the WHERE against the row as it is once the lock is held, so a
 # cancel that committed first makes it match nothing. The status moves these make are
-# checked against processing.states when this module loads. Failing a stage (rare, and
+# checked against processing.jobs.states when this module loads. Failing a stage (rare, and
 # it decides between retry and failure) and everything people do lock the row with
 # select_for_update and go through the model.
 

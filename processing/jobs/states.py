@@ -1,7 +1,7 @@
 """Statuses of jobs and stage runs, and the transitions allowed between them.
 
 This module is the one place that says which status may follow which.
-:mod:`processing.lifecycle` asks it before every change and raises
+:mod:`processing.jobs.lifecycle` asks it before every change and raises
 :class:`InvalidTransition` for anything not declared here.
 
 Job transitions::

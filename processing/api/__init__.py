@@ -22,12 +22,13 @@ from ninja.files import UploadedFile
 from ninja.security import HttpBearer, SessionAuth
 from pydantic import Field
 
-from processing import lifecycle, selectors, tokens
+from processing import selectors, tokens
+from processing.jobs import lifecycle
+from processing.jobs.states import InvalidTransition, JobStatus
 from processing.matters import create_matter as new_matter
 from processing.models import Matter, Membership, ProcessingJob, Role
 from processing.payloads import job_detail_payload, job_payload, matter_payload
 from processing.permissions import Action, may_act_on_job, role_allows, role_on
-from processing.states import InvalidTransition, JobStatus
 from processing.uploads import UploadRejected, accept_upload
 
 
@@ -462,7 +463,7 @@ def get_job(request: HttpRequest, job_id: str) -> HttpResponse:
 
 def _etag(job: ProcessingJob) -> str:
     # Every write through the lifecycle moves updated_at; queue position moves on its own.
-    from processing.estimates import queue_position
+    from processing.jobs.estimates import queue_position
 
     basis = f"{job.pk}:{job.updated_at.isoformat()}:{queue_position(job)}"
     return '"' + hashlib.sha1(basis.encode(), usedforsecurity=False).hexdigest()[:20] + '"'
@@ -475,4 +476,4 @@ def _if_none_match(request: HttpRequest) -> set[str]:
 
 api.add_router("/matters", matters)
 api.add_router("/jobs", jobs)
-api.add_router("/matters", "processing.api_search.router")
+api.add_router("/matters", "processing.api.search.router")

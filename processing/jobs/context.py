@@ -9,8 +9,8 @@ from pathlib import Path
 
 from django.conf import settings
 
-from processing import lifecycle
 from processing.errors import StageCancelled
+from processing.jobs import lifecycle
 from processing.models import Document, ProcessingJob, StageRun
 
 

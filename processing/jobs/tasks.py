@@ -12,7 +12,6 @@ from django.db import close_old_connections
 from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
-from processing import lifecycle
 from processing.errors import (
     InternalError,
     ServiceUnavailable,
@@ -20,8 +19,9 @@ from processing.errors import (
     StageError,
     StageTimeout,
 )
-from processing.pipeline import get_pipeline
-from processing.pipeline.context import StageContext
+from processing.jobs import lifecycle
+from processing.jobs.context import StageContext
+from processing.pipeline.registry import get_pipeline
 
 logger = logging.getLogger(__name__)
 
@@ -46,7 +46,7 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
     error: StageError
     detail = ""
     try:
-        stage.run(ctx)
+        stage.load()(ctx)
     except StageCancelled:
         lifecycle.stop_stage(stage_run, done=ctx.items_done, total=ctx.items_total)
         return "cancelled"

@@ -1,6 +1,6 @@
 """The RQ worker class: RQ's forking worker, with the stage code loaded before it forks.
 
-``manage.py rqworker`` sets Django up but does not import ``processing.tasks``
+``manage.py rqworker`` sets Django up but does not import ``processing.jobs.tasks``
 or the stages, so RQ's forking worker would import them again in every work
 horse, for every stage (the document readers pull in pypdfium2, pypdf,
 python-docx, lxml and eyecite: a few hundred milliseconds). Loading them once
@@ -22,12 +22,14 @@ def preload() -> None:
     """Import the stage runner and every registered pipeline's stages; warm lazy imports."""
     from django.db import connection
 
-    import processing.tasks  # noqa: F401 - what every work horse runs
-    from processing import lifecycle
-    from processing.entities_find import find_entities
-    from processing.pipeline import job_types
+    import processing.jobs.tasks  # noqa: F401 - what every work horse runs
+    from processing.jobs import lifecycle
+    from processing.pipeline.entity_finder import find_entities
+    from processing.pipeline.registry import get_pipeline, job_types
 
-    job_types()
+    for job_type in job_types():
+        for stage in get_pipeline(job_type).stages:
+            stage.load()
     # eyecite loads its reporter tables on first use.
     find_entities("See Roe v. Wade, 410 U.S. 113 (1973), decided 22 January 1973.")
     # Django caches per-process lookups on a first connection (PostgreSQL type OIDs),

@@ -1,6 +1,6 @@
 """Putting a job's current stage on an RQ queue.
 
-Called only from :mod:`processing.lifecycle`, after commit. A failure to reach
+Called only from :mod:`processing.jobs.lifecycle`, after commit. A failure to reach
 Redis is logged, not raised: the job is safe in PostgreSQL, and recovery
 rebuilds missing queue entries from it.
 """
@@ -76,9 +76,9 @@ def enqueue_stage(
     args = (str(job_id), str(dispatch_id))
     try:
         if when is not None:
-            queue.enqueue_at(when, "processing.tasks.run_stage", *args, **options)
+            queue.enqueue_at(when, "processing.jobs.tasks.run_stage", *args, **options)
         else:
-            queue.enqueue("processing.tasks.run_stage", *args, at_front=at_front, **options)
+            queue.enqueue("processing.jobs.tasks.run_stage", *args, at_front=at_front, **options)
     except RedisError:
         logger.warning(
             "Could not enqueue job %s (dispatch %s) on %s: Redis unreachable; "

@@ -1,0 +1,1 @@
+"""The HTML pages: views you read top to bottom, and their URLs."""
