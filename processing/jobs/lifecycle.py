@@ -32,7 +32,6 @@ and does nothing.
 
 from __future__ import annotations
 
-import functools
 import logging
 import random
 import uuid
@@ -41,12 +40,12 @@ from typing import Any
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.db import connection, transaction
-from django.db.models import AutoField, Min
+from django.db import transaction
+from django.db.models import Min
 from django.utils import timezone
 
 from processing.errors import StageError
-from processing.jobs import dispatch
+from processing.jobs import dispatch, statements
 from processing.jobs.states import (
     InvalidTransition,
     JobStatus,
@@ -199,135 +198,16 @@ def create_job(
 
 # --- the worker's side -----------------------------------------------------------------
 #
-# These run once per stage of every job, so their round trips are most of what tracking
-# costs a pipeline (bench/tracking_overhead.py). Beginning a stage, reporting progress
-# and completing a stage are therefore each ONE statement: a conditional UPDATE of the
-# job, with the rows that go with it (stage run, audit event, document) written by
-# data-modifying CTEs of the same statement, so they commit together.
-# ``UPDATE ... WHERE id = … AND dispatch_id = … AND status = …`` is the lock, check and
-# write of the other transitions in one round trip: the UPDATE takes the row lock, and
-# PostgreSQL re-checks the WHERE against the row as it is once the lock is held, so a
-# cancel that committed first makes it match nothing. The status moves these make are
-# checked against processing.jobs.states when this module loads. Failing a stage (rare, and
-# it decides between retry and failure) and everything people do lock the row with
-# select_for_update and go through the model.
+# Beginning a stage, recording its progress and completing it run once per stage of every
+# job; each is one SQL statement of processing.jobs.statements (see why there). Failing a
+# stage (rare, and it decides between retry and failure) locks the row with
+# select_for_update and goes through the model, like everything people do.
 
 check_job_transition(JobStatus.QUEUED, JobStatus.PROCESSING)
 check_job_transition(JobStatus.PROCESSING, JobStatus.COMPLETED)
 check_stage_transition(StageStatus.PENDING, StageStatus.IN_PROGRESS)
 check_stage_transition(StageStatus.IN_PROGRESS, StageStatus.COMPLETED)
 check_stage_transition(StageStatus.IN_PROGRESS, StageStatus.SKIPPED)
-
-
-def _table(model: type[Any]) -> str:
-    return connection.ops.quote_name(model._meta.db_table)
-
-
-@functools.cache
-def _insert_fields(model: type[Any], exclude: tuple[str, ...], prefix: str) -> tuple[Any, str, str]:
-    """The fields, column list and named placeholders to INSERT a ``model`` row.
-
-    Fields in ``exclude`` are left out (the statement takes them from elsewhere);
-    placeholders are ``%(<prefix><n>)s``, filled by :func:`_insert_params`.
-    """
-    fields = tuple(
-        f
-        for f in model._meta.concrete_fields
-        if not isinstance(f, AutoField) and f.name not in exclude
-    )
-    for f in fields:
-        if f.generated or f.has_db_default():
-            raise NotImplementedError(f"the worker's INSERT cannot fill {f} yet")
-    columns = ", ".join(connection.ops.quote_name(f.column) for f in fields)
-    placeholders = ", ".join(f"%({prefix}{n})s" for n in range(len(fields)))
-    return fields, columns, placeholders
-
-
-def _insert_params(instance: Any, fields: tuple[Any, ...], prefix: str) -> dict[str, Any]:
-    return {
-        f"{prefix}{n}": f.get_db_prep_save(getattr(instance, f.attname), connection)
-        for n, f in enumerate(fields)
-    }
-
-
-@functools.cache
-def _columns(model: type[Any], alias: str) -> tuple[list[str], str]:
-    """Attribute names and the SELECT list of every column of ``model``, as ``alias``.
-
-    The values are handed to ``Model.from_db`` as psycopg returns them, without
-    Django's converters: a field that needs one (JSONField, a custom field) stops
-    this here rather than arrive unconverted.
-    """
-    fields = model._meta.concrete_fields
-    for f in fields:
-        if hasattr(f, "from_db_value") or f.get_db_converters(connection):
-            raise NotImplementedError(f"the worker's SELECT cannot convert {f} yet")
-    quote = connection.ops.quote_name
-    return [f.attname for f in fields], ", ".join(f"{alias}.{quote(f.column)}" for f in fields)
-
-
-# What begin_stage's stage run and audit event take from the updated job row.
-_RUN_FROM_JOB = ("job", "stage", "stage_index", "attempt")
-_AUDIT_FROM_JOB = ("matter", "job", "details")
-
-
-@functools.cache
-def _begin_sql() -> str:
-    _, run_columns, run_values = _insert_fields(StageRun, _RUN_FROM_JOB, "run")
-    _, audit_columns, audit_values = _insert_fields(AuditEvent, _AUDIT_FROM_JOB, "audit")
-    _, job_columns = _columns(ProcessingJob, "job")
-    _, document_columns = _columns(Document, "document")
-    # ``current`` locks the row and reads its status as it is once locked (the
-    # UPDATE re-checks its WHERE against that same version), so ``current.status``
-    # says whether this start is QUEUED -> PROCESSING. A PROCESSING job's next stage
-    # has not begun while its stage_attempt is 0 (complete_stage resets it), so a
-    # second delivery of the same queue entry finds it begun and does nothing.
-    return f"""
-        WITH current AS (
-            SELECT id, status FROM {_table(ProcessingJob)}
-            WHERE id = %(job)s AND dispatch_id = %(dispatch)s
-            FOR UPDATE
-        ), job AS (
-            UPDATE {_table(ProcessingJob)}
-            SET status = %(processing)s, started_at = COALESCE(started_at, %(now)s),
-                stage_started_at = %(now)s, items_done = 0, items_total = 0,
-                next_attempt_at = NULL, stage_attempt = stage_attempt + 1, updated_at = %(now)s
-            WHERE id = (SELECT id FROM current) AND dispatch_id = %(dispatch)s
-                AND (status = %(queued)s OR (status = %(processing)s AND stage_attempt = 0))
-            RETURNING *
-        ), run AS (
-            INSERT INTO {_table(StageRun)} (job_id, stage, stage_index, attempt, {run_columns})
-            SELECT id, current_stage, stage_index, stage_attempt, {run_values} FROM job
-            RETURNING id
-        ), audited AS (
-            INSERT INTO {_table(AuditEvent)} (matter_id, job_id, details, {audit_columns})
-            SELECT job.matter_id, job.id, jsonb_build_object('stage', job.current_stage),
-                {audit_values}
-            FROM job, current WHERE current.status = %(queued)s
-        )
-        SELECT run.id, {job_columns}, {document_columns}
-        FROM job JOIN {_table(Document)} document ON document.id = job.document_id, run
-    """
-
-
-def prepare_statements() -> None:
-    """Build the worker's statements and have psycopg parse each once, in this process.
-
-    A forking worker calls this before it forks, so every work horse starts with
-    both cached instead of building and parsing them for each stage it runs.
-    Parsing ahead needs psycopg's client-side binding (Django's default); without
-    it only the statements are built.
-    """
-
-    class _Nulls(dict[str, Any]):
-        def __missing__(self, key: str) -> None:
-            return None
-
-    statements = (_begin_sql(), _complete_sql(True), _complete_sql(False), _progress_sql())
-    with connection.cursor() as cursor:
-        mogrify = getattr(cursor.cursor, "mogrify", None)
-        for sql in statements if mogrify is not None else ():
-            mogrify(sql, _Nulls())
 
 
 def begin_stage(
@@ -337,91 +217,28 @@ def begin_stage(
 
     A queue entry is stale when the job was cancelled, retried, prioritised or
     already moved on since it was enqueued (its token no longer matches), or
-    when the same entry was delivered before and its stage has begun.
-
-    One statement locks the job row, checks the token and the status, resets
-    the stage counters, opens the stage run and reads the job and its document
-    for the stage. A QUEUED job (its first stage, or a stage run again after a
-    failure) becomes PROCESSING and the start is audited; the next stage of a
-    job already PROCESSING changes no status.
+    when the same entry was delivered before and its stage has begun. A QUEUED
+    job (its first stage, or a stage run again after a failure) becomes
+    PROCESSING and the start is audited; the next stage of a job already
+    PROCESSING changes no status. Returns the job, with its document, and the
+    new stage run.
     """
-    now = timezone.now()
-    run = StageRun(
-        status=StageStatus.IN_PROGRESS, worker=worker[:200], created_at=now, started_at=now
-    )
-    audit = AuditEvent(
-        action="started",
-        from_status=JobStatus.QUEUED,
-        to_status=JobStatus.PROCESSING,
-        created_at=now,
-    )
-    run_fields, _, _ = _insert_fields(StageRun, _RUN_FROM_JOB, "run")
-    audit_fields, _, _ = _insert_fields(AuditEvent, _AUDIT_FROM_JOB, "audit")
-    params = {
-        "job": job_id,
-        "dispatch": dispatch_id,
-        "now": now,
-        "queued": JobStatus.QUEUED,
-        "processing": JobStatus.PROCESSING,
-        **_insert_params(run, run_fields, "run"),
-        **_insert_params(audit, audit_fields, "audit"),
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_begin_sql(), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    job_attnames, _ = _columns(ProcessingJob, "job")
-    document_attnames, _ = _columns(Document, "document")
-    split = 1 + len(job_attnames)
-    job = ProcessingJob.from_db(connection.alias, job_attnames, row[1:split])
-    job.document = Document.from_db(connection.alias, document_attnames, row[split:])
-    run.id, run.job = row[0], job
-    run.stage, run.stage_index, run.attempt = job.current_stage, job.stage_index, job.stage_attempt
-    run._state.adding = False
-    return job, run
-
-
-@functools.cache
-def _progress_sql() -> str:
-    return f"""
-        WITH job AS (
-            UPDATE {_table(ProcessingJob)}
-            SET items_done = %(done)s, items_total = %(total)s,
-                progress = GREATEST(progress, %(progress)s), updated_at = %(now)s
-            WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
-            RETURNING id
-        ), run AS (
-            UPDATE {_table(StageRun)} SET items_done = %(done)s, items_total = %(total)s
-            WHERE id = %(run)s AND EXISTS (SELECT FROM job)
-        )
-        SELECT EXISTS (SELECT FROM job)
-    """
+    return statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
 
 
 def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
     """Store the current stage's counters; False if the job is no longer ours to run.
 
-    One conditional statement: a cancel that got the row first wins, and the
-    stage learns of it from the return value.
+    A cancel that got the row first wins, and the stage learns of it from the
+    return value.
     """
     progress = _stage_progress(job, done, total)
-    params = {
-        "job": job.id,
-        "dispatch": job.dispatch_id,
-        "run": run.pk,
-        "done": done,
-        "total": total,
-        "progress": progress,
-        "now": timezone.now(),
-        "processing": JobStatus.PROCESSING,
-    }
-    with connection.cursor() as cursor:
-        cursor.execute(_progress_sql(), params)
-        (ours,) = cursor.fetchone()
+    ours = statements.record_progress(
+        job, run, done=done, total=total, progress=progress, now=timezone.now()
+    )
     if ours:
         job.items_done, job.items_total, job.progress = done, total, progress
-    return bool(ours)
+    return ours
 
 
 def still_running(job: ProcessingJob) -> bool:
@@ -453,120 +270,52 @@ def _end_stage_run(
     StageRun.objects.filter(pk=stage_run_id, status=StageStatus.IN_PROGRESS).update(**fields)
 
 
-@functools.cache
-def _complete_sql(last: bool) -> str:
-    """The statement of :func:`complete_stage`: to the next stage, or (``last``) COMPLETED."""
-    if last:
-        _, audit_columns, audit_values = _insert_fields(AuditEvent, (), "audit")
-        moved = f"""
-            UPDATE {_table(ProcessingJob)}
-            SET status = %(completed)s, progress = 100, completed_at = %(now)s,
-                finished_at = %(now)s, items_done = %(done)s, items_total = %(total)s,
-                error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
-            WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
-            RETURNING progress
-        """
-        after = f"""
-            , processed AS (
-                UPDATE {_table(Document)} SET processing_state = %(processed)s
-                WHERE id = %(document)s AND EXISTS (SELECT FROM job)
-            ), audited AS (
-                INSERT INTO {_table(AuditEvent)} ({audit_columns})
-                SELECT {audit_values} WHERE EXISTS (SELECT FROM job)
-            )
-        """
-    else:
-        moved = f"""
-            UPDATE {_table(ProcessingJob)}
-            SET progress = GREATEST(progress, %(progress)s), current_stage = %(next)s,
-                stage_index = %(index)s, items_done = 0, items_total = 0, stage_attempt = 0,
-                dispatch_id = %(token)s,
-                error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
-            WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
-            RETURNING progress
-        """
-        after = ""
-    return f"""
-        WITH job AS ({moved}), run AS (
-            UPDATE {_table(StageRun)}
-            SET status = CASE WHEN EXISTS (SELECT FROM job) THEN %(run_completed)s
-                    ELSE %(run_skipped)s END,
-                items_done = %(done)s, items_total = %(total)s, finished_at = %(now)s
-            WHERE id = %(run)s AND status = %(in_progress)s
-        ){after}
-        SELECT progress FROM job
-    """
-
-
 def complete_stage(
     job: ProcessingJob, run: StageRun, *, done: int, total: int
 ) -> ProcessingJob | None:
     """Record a finished stage and move on: enqueue the next stage, or complete the job.
 
-    ``job`` and ``run`` are what :func:`begin_stage` returned. One statement
-    moves the job on (if it is still PROCESSING under the stage's dispatch
-    token), closes the stage run (COMPLETED, or SKIPPED when the job was
-    cancelled or taken over while the stage ran; then None is returned) and,
-    for the last stage, marks the document processed and audits.
+    ``job`` and ``run`` are what :func:`begin_stage` returned. If the job is
+    still PROCESSING under the stage's dispatch token, it moves on and the stage
+    run is COMPLETED; otherwise (cancelled, or taken over while the stage ran)
+    the stage run is SKIPPED and None is returned. The last stage also marks the
+    document processed and audits the completion.
     """
-    pipeline = get_pipeline(job.job_type)
-    following = pipeline.next_after(job.current_stage)
+    following = get_pipeline(job.job_type).next_after(job.current_stage)
     now = timezone.now()
-    token = uuid.uuid4()
-    params: dict[str, Any] = {
-        "job": job.id,
-        "dispatch": job.dispatch_id,
-        "run": run.pk,
-        "now": now,
-        "done": done,
-        "total": total,
-        "processing": JobStatus.PROCESSING,
-        "run_completed": StageStatus.COMPLETED,
-        "run_skipped": StageStatus.SKIPPED,
-        "in_progress": StageStatus.IN_PROGRESS,
-    }
-    if following is None:
-        audit = AuditEvent(
-            matter_id=job.matter_id,
-            job_id=job.id,
-            action="completed",
-            from_status=JobStatus.PROCESSING,
-            to_status=JobStatus.COMPLETED,
-            details={},
-            created_at=now,
-        )
-        audit_fields, _, _ = _insert_fields(AuditEvent, (), "audit")
-        params.update(
-            completed=JobStatus.COMPLETED,
-            processed=ProcessingState.PROCESSED,
-            document=job.document_id,
-            **_insert_params(audit, audit_fields, "audit"),
-        )
-    else:
-        index = pipeline.index_of(following.name)
-        params.update(
-            progress=_stage_progress(job, 1, 1), next=following.name, index=index, token=token
-        )
-    # Autocommit: the statement commits alone; inside a caller's transaction, the
+    # Autocommit: each statement commits alone; inside a caller's transaction, the
     # enqueue waits for its commit.
-    with connection.cursor() as cursor:
-        cursor.execute(_complete_sql(following is None), params)
-        row = cursor.fetchone()
-    if row is None:
-        return None
-    job.progress, job.updated_at = row[0], now
-    job.error = job.error_code = None
-    job.error_detail = ""
     if following is None:
+        progress = statements.complete_last_stage(job, run, done=done, total=total, now=now)
+        if progress is None:
+            return None
         job.status, job.completed_at, job.finished_at = JobStatus.COMPLETED, now, now
         job.items_done, job.items_total = done, total
     else:
+        token = uuid.uuid4()
+        index = get_pipeline(job.job_type).index_of(following.name)
+        progress = statements.complete_stage(
+            job,
+            run,
+            done=done,
+            total=total,
+            progress=_stage_progress(job, 1, 1),
+            next_stage=following.name,
+            next_index=index,
+            token=token,
+            now=now,
+        )
+        if progress is None:
+            return None
         job.current_stage, job.stage_index = following.name, index
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
         job_id, queue = job.id, job.queue_name
         timeout = _stage_timeout(job, following.name)
         transaction.on_commit(lambda: dispatch.enqueue_stage(job_id, token, queue, timeout=timeout))
+    job.progress, job.updated_at = progress, now
+    job.error = job.error_code = None
+    job.error_detail = ""
     return job
 
 

@@ -23,7 +23,7 @@ def preload() -> None:
     from django.db import connection
 
     import processing.jobs.tasks  # noqa: F401 - what every work horse runs
-    from processing.jobs import lifecycle
+    from processing.jobs import statements
     from processing.pipeline.entity_finder import find_entities
     from processing.pipeline.registry import get_pipeline, job_types
 
@@ -36,7 +36,7 @@ def preload() -> None:
     # and psycopg the parsed form of the lifecycle's statements; the connection itself
     # is closed so no socket is shared across forks.
     connection.ensure_connection()
-    lifecycle.prepare_statements()
+    statements.prepare()
     connection.close()
 
 
