@@ -17,6 +17,7 @@ import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
 from jobtracker import embedded
+from processing.jobs import queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 
@@ -192,10 +193,7 @@ def with_redis_db(url: str, db: int) -> str:
 
 
 REDIS_URL = with_redis_db(REDIS_URL, REDIS_DB)
-RQ_QUEUES = {
-    name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": STAGE_TIMEOUT}
-    for name in ("high", "default", "low")
-}
+RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": STAGE_TIMEOUT} for name in queues.QUEUES}
 RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "processing.jobs.worker.Worker"}
 

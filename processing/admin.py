@@ -6,11 +6,13 @@ from collections.abc import Callable
 from typing import Any
 
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
+from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
-from processing.jobs import lifecycle
-from processing.jobs.states import InvalidTransition
+from processing import matters
+from processing.jobs import actions
 from processing.models import (
     ApiToken,
     AuditEvent,
@@ -21,10 +23,30 @@ from processing.models import (
     ProcessingJob,
     StageRun,
 )
+from processing.permissions import Action
+
+
+class MembershipFormSet(BaseInlineFormSet):
+    """A matter's members as one form: the change must leave the matter an owner."""
+
+    def clean(self) -> None:
+        super().clean()
+        if any(self.errors):
+            return
+        roles_after = [
+            form.cleaned_data.get("role", "")
+            for form in self.forms
+            if form.cleaned_data and not form.cleaned_data.get("DELETE")
+        ]
+        try:
+            matters.check_owners_remain(self.instance, roles_after)
+        except matters.LastOwner as exc:
+            raise ValidationError(exc.message) from exc
 
 
 class MembershipInline(admin.TabularInline):
     model = Membership
+    formset = MembershipFormSet
     extra = 0
     autocomplete_fields = ["user"]
 
@@ -70,25 +92,24 @@ class AuditEventInline(admin.TabularInline):
         return False
 
 
-def _lifecycle_action(
-    name: str, transition: Callable[..., ProcessingJob], description: str
-) -> Callable[..., None]:
-    def action(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
-        done, refused = 0, []
-        for job in queryset:
-            try:
-                transition(job, by=request.user)
-                done += 1
-            except InvalidTransition as exc:
-                refused.append(f"{job.document}: {exc}")
-        if done:
-            modeladmin.message_user(request, f"{description}: {done} job(s).", messages.SUCCESS)
-        for line in refused:
-            modeladmin.message_user(request, line, messages.WARNING)
+def _job_action(action: Action, description: str) -> Callable[..., None]:
+    """An admin action that takes ``action`` on each selected job, through the lifecycle."""
 
-    action.__name__ = name
-    action.short_description = description  # type: ignore[attr-defined]
-    return action
+    def run(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
+        jobs = list(queryset.select_related("document"))
+        names = {str(job.pk): str(job.document) for job in jobs}
+        outcome = actions.perform_each(((str(j.pk), j) for j in jobs), action, by=request.user)
+        if outcome.done:
+            modeladmin.message_user(
+                request, f"{description}: {outcome.done} job(s).", messages.SUCCESS
+            )
+        for refusal in outcome.refused:
+            modeladmin.message_user(
+                request, f"{names[refusal.job_id]}: {refusal.message}", messages.WARNING
+            )
+
+    run.__name__ = f"{action}_jobs"
+    return admin.action(description=description)(run)
 
 
 @admin.register(ProcessingJob)
@@ -110,10 +131,10 @@ class ProcessingJobAdmin(admin.ModelAdmin):
     date_hierarchy = "created_at"
     inlines = [StageRunInline, AuditEventInline]
     actions = [
-        _lifecycle_action("retry_jobs", lifecycle.retry, "Retry"),
-        _lifecycle_action("skip_jobs", lifecycle.skip, "Skip"),
-        _lifecycle_action("cancel_jobs", lifecycle.cancel, "Cancel"),
-        _lifecycle_action("prioritize_jobs", lifecycle.prioritize, "Prioritise"),
+        _job_action(Action.RETRY, "Retry"),
+        _job_action(Action.SKIP, "Skip"),
+        _job_action(Action.CANCEL, "Cancel"),
+        _job_action(Action.PRIORITIZE, "Prioritise"),
     ]
 
     def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
@@ -129,16 +150,45 @@ class DocumentAdmin(admin.ModelAdmin):
     list_display = ["original_name", "matter", "content_type", "page_count", "processing_state"]
     list_filter = ["content_type", "processing_state"]
     search_fields = ["original_name", "sha256"]
+    # What was uploaded and how far its processing got are facts, written by the
+    # upload service and the lifecycle; staff may only rename a document.
+    readonly_fields = [
+        "matter",
+        "uploaded_by",
+        "file",
+        "content_type",
+        "size",
+        "sha256",
+        "page_count",
+        "processing_state",
+        "created_at",
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+class ReadOnlyAdmin(admin.ModelAdmin):
+    """Rows that are a record of what happened: staff may look, never add, change or delete."""
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
 
 
 @admin.register(DocumentPage)
-class DocumentPageAdmin(admin.ModelAdmin):
+class DocumentPageAdmin(ReadOnlyAdmin):
     list_display = ["document", "page_number", "source", "char_count"]
     raw_id_fields = ["document"]
 
 
 @admin.register(AuditEvent)
-class AuditEventAdmin(admin.ModelAdmin):
+class AuditEventAdmin(ReadOnlyAdmin):
     list_display = ["created_at", "action", "job", "actor", "from_status", "to_status"]
     list_filter = ["action"]
     raw_id_fields = ["job"]

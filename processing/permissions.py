@@ -6,7 +6,7 @@ from enum import StrEnum
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 
-from processing.models import Membership, ProcessingJob, Role
+from processing.models import ProcessingJob, Role
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -30,17 +30,6 @@ ALLOWED: dict[str, frozenset[Action]] = {
     Role.MEMBER: frozenset({Action.VIEW, Action.UPLOAD, Action.CANCEL_OWN}),
     Role.OWNER: frozenset(Action),
 }
-
-
-def role_on(user: User, matter_id: object) -> str | None:
-    """The user's role on the matter, or None if they are not a member."""
-    if not getattr(user, "is_authenticated", False):
-        return None
-    return (
-        Membership.objects.filter(matter_id=matter_id, user=user)
-        .values_list("role", flat=True)
-        .first()
-    )
 
 
 def role_allows(role: str | None, action: Action) -> bool:

@@ -8,7 +8,14 @@ from typing import Any
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, QuerySet, Sum
 
-from processing.models import Document, Entity, Matter, ProcessingJob, ProcessingState
+from processing.models import (
+    Document,
+    Entity,
+    Matter,
+    Membership,
+    ProcessingJob,
+    ProcessingState,
+)
 
 User = AbstractBaseUser | AnonymousUser
 
@@ -33,6 +40,44 @@ def jobs_for(user: User) -> QuerySet[ProcessingJob]:
     if not getattr(user, "is_authenticated", False):
         return ProcessingJob.objects.none()
     return ProcessingJob.objects.filter(matter__memberships__user=user).select_related("document")
+
+
+def matter_for(user: User, matter_id: object) -> tuple[Matter, str] | None:
+    """The matter with this id and the user's role on it, in one query.
+
+    None when the id is malformed, or the matter is not one of the user's
+    (the caller answers 404 either way, so a matter's existence does not leak).
+    """
+    parsed = parse_id(matter_id)
+    if parsed is None or not getattr(user, "is_authenticated", False):
+        return None
+    membership = (
+        Membership.objects.filter(matter_id=parsed, user=user).select_related("matter").first()
+    )
+    return (membership.matter, membership.role) if membership else None
+
+
+def job_for(user: User, job_id: object, *, matter: Matter | None = None) -> ProcessingJob | None:
+    """The job with this id if it is in one of the user's matters (and in ``matter``, if given)."""
+    parsed = parse_id(job_id)
+    if parsed is None:
+        return None
+    jobs = jobs_for(user)
+    if matter is not None:
+        jobs = jobs.filter(matter=matter)
+    return jobs.filter(pk=parsed).first()
+
+
+def document_for(user: User, document_id: object) -> Document | None:
+    """The document with this id if it is in one of the user's matters."""
+    parsed = parse_id(document_id)
+    if parsed is None or not getattr(user, "is_authenticated", False):
+        return None
+    return (
+        Document.objects.filter(pk=parsed, matter__memberships__user=user)
+        .select_related("matter")
+        .first()
+    )
 
 
 def matter_status_counts(matter_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str, int]]:

@@ -20,6 +20,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from rq import SimpleWorker
 
+from processing.jobs.queues import QUEUES
 from processing.models import Matter, Membership, ProcessingJob, Role
 from processing.tokens import create_token
 
@@ -38,7 +39,6 @@ def _find_corpus() -> Path:
 
 
 CORPUS = _find_corpus()
-QUEUES = ("high", "default", "low")
 
 
 @pytest.fixture(autouse=True)

@@ -9,6 +9,7 @@ import pytest
 
 from processing.errors import CorruptDocument, InternalError
 from processing.jobs import lifecycle
+from processing.jobs.queues import QUEUES
 from processing.jobs.states import (
     JOB_TRANSITIONS,
     STAGE_TRANSITIONS,
@@ -28,7 +29,7 @@ TWO_STAGES = "TEST_TWO_STAGES"
 
 def queued_rq_ids() -> list[str]:
     ids: list[str] = []
-    for name in ("high", "default", "low"):
+    for name in QUEUES:
         ids += django_rq.get_queue(name).job_ids
     return ids
 

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 from django.db import connection
 
+from processing.jobs.queues import QUEUES
 from processing.models import DocumentPage, ProcessingJob, StageRun
 from tests.conftest import job_of, make_docx, make_pdf
 
@@ -188,7 +189,7 @@ def test_production_worker_process_completes_a_job(
         "MEDIA_ROOT": str(Path(job.document.file.path).parents[3]),
     }
     result = subprocess.run(
-        [sys.executable, "manage.py", "rqworker", "high", "default", "low", "--burst"],
+        [sys.executable, "manage.py", "rqworker", *QUEUES, "--burst"],
         cwd=Path(__file__).resolve().parent.parent,
         env=env,
         capture_output=True,

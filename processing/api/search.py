@@ -1,7 +1,7 @@
 """``GET /api/matters/{matter_id}/search``: the JSON face of :mod:`processing.search`.
 
-Mounted on ``/matters`` next to the matters router by the last line of
-:mod:`processing.api` (ninja allows two routers on one prefix).
+Mounted on ``/matters`` next to the other routers there (ninja allows several
+routers on one prefix).
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from django.http import HttpRequest, HttpResponse
 from ninja import Query, Router, Schema
 from pydantic import Field
 
-from processing.api import ApiError, _matter, json_response
+from processing.api.base import ApiError, json_response, matter_or_404
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
 
 router = Router(tags=["search"])
@@ -29,7 +29,7 @@ def search_documents(
 ) -> HttpResponse:
     """Hits best first: ``{"data": [{"document_id", "document_name", "page", "snippet",
     "rank"}…]}``; the snippet is HTML-escaped text with matches in ``<mark>``."""
-    matter, _role = _matter(request, matter_id)
+    matter, _role = matter_or_404(request, matter_id)
     try:
         hits = search_matter(matter, filters.q, limit=filters.limit)
     except InvalidSearchQuery as exc:

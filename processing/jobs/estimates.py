@@ -16,13 +16,14 @@ from datetime import datetime, timedelta
 from django.db.models import Q
 from django.utils import timezone
 
+from processing.jobs import queues
 from processing.jobs.states import JobStatus, StageStatus
 from processing.models import ProcessingJob, StageRun
 from processing.pipeline.registry import get_pipeline
 
 HISTORY_RUNS = 50
 HISTORY_CACHE_SECONDS = 30.0
-QUEUE_ORDER = {"high": 0, "default": 1, "low": 2}
+QUEUE_ORDER = {name: rank for rank, name in enumerate(queues.QUEUES)}
 
 _history: dict[str, tuple[float, float | None]] = {}
 

@@ -45,7 +45,7 @@ from django.db.models import Min
 from django.utils import timezone
 
 from processing.errors import StageError
-from processing.jobs import dispatch, statements
+from processing.jobs import dispatch, queues, statements
 from processing.jobs.states import (
     InvalidTransition,
     JobStatus,
@@ -127,15 +127,12 @@ def _stage_progress(job: ProcessingJob, done: int, total: int) -> int:
 
 
 def _queue_for(document: Document, priority: str) -> str:
-    if priority == "high":
-        return "high"
-    if priority == "low":
-        return "low"
-    pages = document.page_count
-    if pages is not None:
-        return "high" if pages < settings.HIGH_QUEUE_MAX_PAGES else "default"
-    # Page count unknown (the file did not open at upload): a small file is a small job.
-    return "high" if document.size < 5 * 1024 * 1024 else "default"
+    return queues.queue_for(
+        priority=priority,
+        page_count=document.page_count,
+        size=document.size,
+        high_max_pages=settings.HIGH_QUEUE_MAX_PAGES,
+    )
 
 
 def _stage_timeout(job: ProcessingJob, stage: str) -> int:
@@ -437,32 +434,28 @@ def retry(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
 
 def skip(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
     """FAILED -> SKIPPED: give up; the document is marked incompletely processed."""
-    with transaction.atomic():
-        job = _locked(job.pk)
-        previous = _set_status(job, JobStatus.SKIPPED)
-        job.finished_at = timezone.now()
-        _save(job, "status", "finished_at")
-        Document.objects.filter(pk=job.document_id).update(
-            processing_state=ProcessingState.INCOMPLETE
-        )
-        _audit(job, "skipped", by, from_status=previous, stage=job.current_stage)
-    return job
+    return _stop_for_good(job, JobStatus.SKIPPED, "skipped", by=by)
 
 
 def cancel(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
     """QUEUED|PROCESSING -> CANCELLED; a running stage stops at its next item."""
+    return _stop_for_good(job, JobStatus.CANCELLED, "cancelled", by=by)
+
+
+def _stop_for_good(job: ProcessingJob, target: str, action: str, *, by: Actor) -> ProcessingJob:
+    """Move the job to a final ``target`` status; its document stays incompletely processed."""
     with transaction.atomic():
         job = _locked(job.pk)
-        previous = _set_status(job, JobStatus.CANCELLED)
+        previous = _set_status(job, target)
         job.finished_at = timezone.now()
         job.next_attempt_at = None
-        # A new token turns any queue entry for this job into a no-op.
+        # A new token turns any queue entry for this job (and a running stage) into a no-op.
         job.dispatch_id = uuid.uuid4()
         _save(job, "status", "finished_at", "next_attempt_at", "dispatch_id")
         Document.objects.filter(pk=job.document_id).update(
             processing_state=ProcessingState.INCOMPLETE
         )
-        _audit(job, "cancelled", by, from_status=previous, stage=job.current_stage)
+        _audit(job, action, by, from_status=previous, stage=job.current_stage)
     return job
 
 
@@ -472,11 +465,10 @@ def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
         job = _locked(job.pk)
         if job.status != JobStatus.QUEUED:
             raise InvalidTransition(job.status, "prioritised")
-        job.priority = "high"
-        job.queue_name = "high"
+        job.priority = job.queue_name = queues.HIGH
         first = (
             ProcessingJob.objects.queued()
-            .filter(queue_name="high")
+            .filter(queue_name=queues.HIGH)
             .exclude(pk=job.pk)
             .aggregate(first=Min("enqueued_at"))["first"]
         )

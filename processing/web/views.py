@@ -12,20 +12,18 @@ from django.views.decorators.http import require_POST
 
 from processing import selectors
 from processing.matters import create_matter
-from processing.models import Document, DocumentPage, Matter, Membership
+from processing.models import DocumentPage, Matter, Membership
 from processing.payloads import job_detail_payload, job_payload
-from processing.permissions import Action, role_allows, role_on
+from processing.permissions import Action, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
 from processing.uploads import UploadRejected, accept_upload
 
 
 def _matter_or_404(request: HttpRequest, matter_id: str) -> tuple[Matter, str]:
-    parsed = selectors.parse_id(matter_id)
-    matter = selectors.matters_for(request.user).filter(pk=parsed).first() if parsed else None
-    role = role_on(request.user, matter.pk) if matter else None
-    if matter is None or role is None:
+    found = selectors.matter_for(request.user, matter_id)
+    if found is None:
         raise Http404("No such matter.")
-    return matter, role
+    return found
 
 
 @login_required
@@ -107,8 +105,7 @@ def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
 @login_required
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job: its stages, history and audit trail."""
-    parsed = selectors.parse_id(job_id)
-    job = selectors.jobs_for(request.user).filter(pk=parsed).first() if parsed else None
+    job = selectors.job_for(request.user, job_id)
     if job is None:
         raise Http404("No such job.")
     return render(request, "processing/job_detail.html", {"job": job_detail_payload(job)})
@@ -117,14 +114,7 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
 @login_required
 def document_detail(request: HttpRequest, document_id: str) -> HttpResponse:
     """A processed document: its pages' text (and which came from OCR), its entities, its job."""
-    parsed = selectors.parse_id(document_id)
-    document = (
-        Document.objects.filter(pk=parsed, matter__memberships__user=request.user)
-        .select_related("matter")
-        .first()
-        if parsed
-        else None
-    )
+    document = selectors.document_for(request.user, document_id)
     if document is None:
         raise Http404("No such document.")
     job = document.jobs.order_by("-created_at").first()

@@ -1,0 +1,183 @@
+"""Jobs: a matter's jobs and the actions on them (``/api/matters/{id}/jobs…``), and the
+caller's jobs across matters (``/api/jobs…``)."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Literal
+
+from django.http import HttpRequest, HttpResponse
+from ninja import Query, Router, Schema
+from pydantic import Field
+
+from processing import selectors
+from processing.api.base import (
+    ApiError,
+    forbidden,
+    job_or_404,
+    json_response,
+    matter_or_404,
+    require,
+)
+from processing.jobs import actions
+from processing.jobs.estimates import queue_position
+from processing.jobs.states import JobStatus
+from processing.models import ProcessingJob
+from processing.payloads import job_detail_payload, job_payload
+from processing.permissions import Action, may_act_on_job
+
+matter_jobs = Router(tags=["jobs"])
+"""Mounted on ``/matters``."""
+jobs = Router(tags=["jobs"])
+"""Mounted on ``/jobs``."""
+
+BULK_MAX_JOBS = 1000
+
+
+class JobFilters(Schema):
+    """Filters for a matter's job list."""
+
+    status: JobStatus | None = None
+    job_type: str | None = None
+    page: int = Field(1, ge=1)
+    per_page: int = Field(20, ge=1, le=100)
+
+
+class RecentFilters(Schema):
+    """Filters for the recent-jobs list."""
+
+    status: JobStatus | None = None
+    limit: int = Field(20, ge=1, le=100)
+
+
+class BulkIn(Schema):
+    """Retry or cancel several jobs: by ids, or every job of a status."""
+
+    action: Literal["retry", "cancel"]
+    job_ids: list[str] | None = None
+    status: Literal["QUEUED", "PROCESSING", "FAILED"] | None = None
+
+
+# --- a matter's jobs -------------------------------------------------------------------
+
+
+@matter_jobs.get("/{matter_id}/jobs", summary="A matter's jobs, filtered and paginated")
+def list_matter_jobs(
+    request: HttpRequest, matter_id: str, filters: Query[JobFilters]
+) -> HttpResponse:
+    matter, _role = matter_or_404(request, matter_id)
+    qs = ProcessingJob.objects.filter(matter=matter).select_related("document")
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    if filters.job_type:
+        qs = qs.filter(job_type=filters.job_type)
+    total = qs.count()
+    start = (filters.page - 1) * filters.per_page
+    # A page past the end is empty; asking the database would overflow OFFSET for a huge one.
+    page = (
+        list(qs.order_by("-created_at", "-id")[start : start + filters.per_page])
+        if start < total
+        else []
+    )
+    return json_response(
+        {
+            "data": [job_payload(j) for j in page],
+            "meta": {"total": total, "page": filters.page, "per_page": filters.per_page},
+        }
+    )
+
+
+# Declared before the `/{matter_id}/jobs/{job_id}` routes: Django tries URL patterns in
+# order, and `{job_id}` would otherwise take "bulk" and answer 405 to its POST.
+@matter_jobs.post("/{matter_id}/jobs/bulk", summary="Retry or cancel several jobs (owners)")
+def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpResponse:
+    matter, role = matter_or_404(request, matter_id)
+    require(role, Action.BULK)
+    if (payload.job_ids is None) == (payload.status is None):
+        raise ApiError(400, "VALIDATION_ERROR", "Give either 'job_ids' or 'status'.")
+    if payload.job_ids is not None and len(payload.job_ids) > BULK_MAX_JOBS:
+        raise ApiError(400, "VALIDATION_ERROR", f"At most {BULK_MAX_JOBS:,} jobs at a time.")
+    targets = actions.bulk_targets(matter, job_ids=payload.job_ids, status=payload.status)
+    outcome = actions.perform_each(targets, Action(payload.action), by=request.user)
+    refused = [{"job_id": r.job_id, "code": r.code} for r in outcome.refused]
+    return json_response({"data": {"done": outcome.done, "refused": refused}})
+
+
+@matter_jobs.get("/{matter_id}/jobs/{job_id}", summary="One job with its stage history and audit")
+def get_matter_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
+    matter, _role = matter_or_404(request, matter_id)
+    job = job_or_404(request, job_id, matter)
+    return json_response({"data": job_detail_payload(job)})
+
+
+def _act(request: HttpRequest, matter_id: str, job_id: str, action: Action) -> HttpResponse:
+    matter, role = matter_or_404(request, matter_id)
+    job = job_or_404(request, job_id, matter)
+    if not may_act_on_job(request.user, role, job, action):
+        raise forbidden(action)
+    actions.perform(job, action, by=request.user)
+    job = ProcessingJob.objects.select_related("document").get(pk=job.pk)
+    return json_response({"data": job_payload(job)})
+
+
+@matter_jobs.post(
+    "/{matter_id}/jobs/{job_id}/retry", summary="FAILED -> QUEUED, from the failed stage"
+)
+def retry_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.RETRY)
+
+
+@matter_jobs.post("/{matter_id}/jobs/{job_id}/skip", summary="FAILED -> SKIPPED")
+def skip_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.SKIP)
+
+
+@matter_jobs.post("/{matter_id}/jobs/{job_id}/cancel", summary="QUEUED or PROCESSING -> CANCELLED")
+def cancel_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.CANCEL)
+
+
+@matter_jobs.post(
+    "/{matter_id}/jobs/{job_id}/prioritize", summary="Front of the high-priority queue"
+)
+def prioritize_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.PRIORITIZE)
+
+
+# --- the caller's jobs across matters ----------------------------------------------------
+
+
+@jobs.get("", summary="Recent jobs across the caller's matters, newest first")
+def list_recent_jobs(request: HttpRequest, filters: Query[RecentFilters]) -> HttpResponse:
+    qs = selectors.jobs_for(request.user)
+    if filters.status:
+        qs = qs.filter(status=filters.status)
+    page = list(qs.order_by("-created_at", "-id")[: filters.limit])
+    return json_response(
+        {
+            "data": [job_payload(j) for j in page],
+            "meta": {"limit": filters.limit, "count": len(page)},
+        }
+    )
+
+
+@jobs.get("/{job_id}", summary="One job's status, flat; ETag / If-None-Match gives 304")
+def get_job(request: HttpRequest, job_id: str) -> HttpResponse:
+    job = job_or_404(request, job_id)
+    etag = _etag(job)
+    if etag in _if_none_match(request):
+        response = HttpResponse(status=304)
+        response["ETag"] = etag
+        return response
+    return json_response(job_payload(job), ETag=etag, Cache_Control="private, no-cache")
+
+
+def _etag(job: ProcessingJob) -> str:
+    # Every write through the lifecycle moves updated_at; queue position moves on its own.
+    basis = f"{job.pk}:{job.updated_at.isoformat()}:{queue_position(job)}"
+    return '"' + hashlib.sha1(basis.encode(), usedforsecurity=False).hexdigest()[:20] + '"'
+
+
+def _if_none_match(request: HttpRequest) -> set[str]:
+    header = request.headers.get("If-None-Match", "")
+    return {tag.strip().removeprefix("W/") for tag in header.split(",") if tag.strip()}
