@@ -55,6 +55,7 @@ class MembershipInline(admin.TabularInline):
 class MatterAdmin(admin.ModelAdmin):
     list_display = ["name", "created_at", "created_by"]
     search_fields = ["name"]
+    readonly_fields = ["created_by", "created_at"]
     inlines = [MembershipInline]
 
 

@@ -1,0 +1,231 @@
+"""Django admin, as staff use it: actions go through the lifecycle and are audited with
+the staff user; nothing the lifecycle owns can be edited; the record cannot be changed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.test import Client
+
+from processing.errors import CorruptDocument
+from processing.jobs import lifecycle
+from processing.jobs.states import JobStatus
+from processing.models import (
+    AuditEvent,
+    Document,
+    DocumentPage,
+    Matter,
+    Membership,
+    ProcessingJob,
+    ProcessingState,
+    Role,
+)
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+JOBS = "/admin/processing/processingjob/"
+
+
+@pytest.fixture
+def staff() -> Any:
+    return get_user_model().objects.create_superuser("root", "root@example.com", "pw-123456789")
+
+
+@pytest.fixture
+def admin_client(staff: Any) -> Client:
+    client = Client()
+    client.force_login(staff)
+    return client
+
+
+def _job(matter: Matter, alice: Any, name: str = "a.pdf") -> ProcessingJob:
+    document = Document.objects.create(
+        matter=matter,
+        uploaded_by=alice,
+        original_name=name,
+        file=f"x/{name}",
+        content_type="application/pdf",
+        size=100,
+        sha256=name.ljust(64, "0"),
+        page_count=3,
+    )
+    return lifecycle.create_job(document, by=alice)
+
+
+def _failed(matter: Matter, alice: Any, name: str = "broken.pdf") -> ProcessingJob:
+    job = _job(matter, alice, name)
+    started = lifecycle.begin_stage(job.pk, job.dispatch_id)
+    assert started is not None
+    failed = lifecycle.fail_stage(*started, CorruptDocument())
+    assert failed is not None and failed.status == JobStatus.FAILED
+    return failed
+
+
+def _run_action(client: Client, action: str, *jobs: ProcessingJob) -> Any:
+    return client.post(
+        JOBS,
+        {"action": action, "_selected_action": [str(j.pk) for j in jobs]},
+        follow=True,
+    )
+
+
+def _messages(response: Any) -> list[str]:
+    return [str(m) for m in response.context["messages"]]
+
+
+def test_retry_in_admin_requeues_the_job_and_audits_the_staff_user(
+    admin_client: Client, staff: Any, matter: Matter, alice: Any
+) -> None:
+    job = _failed(matter, alice)
+    response = _run_action(admin_client, "retry_jobs", job)
+    assert response.status_code == 200
+    assert "Retry: 1 job(s)." in _messages(response)
+    job.refresh_from_db()
+    assert job.status == JobStatus.QUEUED and job.retry_count == 1
+    last = AuditEvent.objects.filter(job=job).last()
+    assert last is not None
+    assert (last.action, last.actor, last.from_status) == ("retried", staff, JobStatus.FAILED)
+
+
+def test_an_action_the_status_does_not_allow_is_refused_by_name_and_changes_nothing(
+    admin_client: Client, matter: Matter, alice: Any
+) -> None:
+    queued = _job(matter, alice, "waiting.pdf")
+    failed = _failed(matter, alice)
+    response = _run_action(admin_client, "skip_jobs", queued, failed)
+    shown = _messages(response)
+    assert "Skip: 1 job(s)." in shown
+    assert any(line.startswith("waiting.pdf: ") and "QUEUED" in line for line in shown)
+    queued.refresh_from_db()
+    failed.refresh_from_db()
+    assert queued.status == JobStatus.QUEUED
+    assert failed.status == JobStatus.SKIPPED
+    assert Document.objects.get(pk=failed.document_id).processing_state == (
+        ProcessingState.INCOMPLETE
+    )
+
+
+def test_cancel_and_prioritise_in_admin(
+    admin_client: Client, staff: Any, matter: Matter, alice: Any
+) -> None:
+    first, second = _job(matter, alice, "one.pdf"), _job(matter, alice, "two.pdf")
+    _run_action(admin_client, "prioritize_jobs", second)
+    _run_action(admin_client, "cancel_jobs", first)
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert first.status == JobStatus.CANCELLED
+    assert second.status == JobStatus.QUEUED and second.priority == "high"
+    actions = list(
+        AuditEvent.objects.filter(actor=staff).order_by("id").values_list("action", flat=True)
+    )
+    assert actions == ["prioritized", "cancelled"]
+
+
+def test_the_job_form_cannot_change_what_the_lifecycle_owns(
+    admin_client: Client, matter: Matter, alice: Any
+) -> None:
+    job = _job(matter, alice)
+    page = admin_client.get(f"{JOBS}{job.pk}/change/")
+    assert page.status_code == 200
+    assert 'name="status"' not in page.content.decode()
+    admin_client.post(
+        f"{JOBS}{job.pk}/change/", {"status": "COMPLETED", "progress": "100", "retry_count": "9"}
+    )
+    job.refresh_from_db()
+    assert (job.status, job.progress, job.retry_count) == (JobStatus.QUEUED, 0, 0)
+    assert admin_client.get(f"{JOBS}add/").status_code == 403
+
+
+def test_a_document_can_be_renamed_but_not_its_page_count_or_processing_state(
+    admin_client: Client, matter: Matter, alice: Any
+) -> None:
+    job = _job(matter, alice)
+    url = f"/admin/processing/document/{job.document_id}/change/"
+    page = admin_client.get(url).content.decode()
+    assert 'name="original_name"' in page
+    assert 'name="page_count"' not in page and 'name="processing_state"' not in page
+    response = admin_client.post(
+        url, {"original_name": "renamed.pdf", "page_count": "99", "processing_state": "PROCESSED"}
+    )
+    assert response.status_code == 302
+    document = Document.objects.get(pk=job.document_id)
+    assert document.original_name == "renamed.pdf"
+    assert (document.page_count, document.processing_state) == (3, ProcessingState.PENDING)
+
+
+def test_audit_events_and_page_results_are_read_only_even_for_a_superuser(
+    admin_client: Client, matter: Matter, alice: Any
+) -> None:
+    job = _job(matter, alice)
+    event = AuditEvent.objects.get(job=job, action="created")
+    page = DocumentPage.objects.create(document=job.document, page_number=1, text="Text")
+    for base, row in (
+        ("/admin/processing/auditevent/", event),
+        ("/admin/processing/documentpage/", page),
+    ):
+        view = admin_client.get(f"{base}{row.pk}/change/")
+        assert view.status_code == 200  # staff may look
+        assert 'name="_save"' not in view.content.decode()
+        assert admin_client.post(f"{base}{row.pk}/change/", {}).status_code == 403
+        assert admin_client.post(f"{base}{row.pk}/delete/", {"post": "yes"}).status_code == 403
+        assert admin_client.get(f"{base}add/").status_code == 403
+    event.refresh_from_db()
+    assert event.action == "created"
+    assert AuditEvent.objects.filter(pk=event.pk).exists()
+    assert DocumentPage.objects.filter(pk=page.pk, text="Text").exists()
+
+
+def _membership_form(matter: Matter, rows: list[tuple[Membership, str, bool]]) -> dict[str, str]:
+    prefix = "memberships"
+    form = {
+        "name": matter.name,
+        "search_language": matter.search_language,
+        f"{prefix}-TOTAL_FORMS": str(len(rows)),
+        f"{prefix}-INITIAL_FORMS": str(len(rows)),
+        f"{prefix}-MIN_NUM_FORMS": "0",
+        f"{prefix}-MAX_NUM_FORMS": "1000",
+    }
+    for n, (membership, role, delete) in enumerate(rows):
+        form |= {
+            f"{prefix}-{n}-id": str(membership.pk),
+            f"{prefix}-{n}-matter": str(matter.pk),
+            f"{prefix}-{n}-user": str(membership.user_id),
+            f"{prefix}-{n}-role": role,
+            f"{prefix}-{n}-created_at_0": membership.created_at.strftime("%Y-%m-%d"),
+            f"{prefix}-{n}-created_at_1": membership.created_at.strftime("%H:%M:%S"),
+        }
+        if delete:
+            form[f"{prefix}-{n}-DELETE"] = "on"
+    return form
+
+
+def test_the_matter_form_cannot_leave_a_matter_without_an_owner(
+    admin_client: Client, make_user: Any, make_matter: Any, alice: Any
+) -> None:
+    make_user("bob")
+    matter = make_matter(alice, bob=Role.MEMBER)
+    owner = Membership.objects.get(matter=matter, user=alice)
+    member = Membership.objects.get(matter=matter, user__username="bob")
+    url = f"/admin/processing/matter/{matter.pk}/change/"
+
+    demoted = admin_client.post(
+        url, _membership_form(matter, [(owner, Role.MEMBER, False), (member, Role.MEMBER, False)])
+    )
+    assert demoted.status_code == 200  # the form again, with the error
+    assert "A matter must keep at least one owner." in demoted.content.decode()
+    removed = admin_client.post(
+        url, _membership_form(matter, [(owner, Role.OWNER, True), (member, Role.MEMBER, False)])
+    )
+    assert "A matter must keep at least one owner." in removed.content.decode()
+    owner.refresh_from_db()
+    assert owner.role == Role.OWNER
+
+    handed_over = admin_client.post(
+        url, _membership_form(matter, [(owner, Role.MEMBER, False), (member, Role.OWNER, False)])
+    )
+    assert handed_over.status_code == 302
+    roles = dict(Membership.objects.filter(matter=matter).values_list("user__username", "role"))
+    assert roles == {"alice": Role.MEMBER, "bob": Role.OWNER}
+
