@@ -294,12 +294,21 @@ class DocumentPage(models.Model):
     text = models.TextField(blank=True, default="")
     char_count = models.IntegerField(default=0)
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.TEXT_LAYER)
+
+    class OcrStatus(models.TextChoices):
+        """What the ``ocr`` stage did with the page: its checkpoint."""
+
+        PENDING = "", "Not looked at yet"
+        """The ``ocr`` stage has not reached this page."""
+        NOT_NEEDED = "not_needed", "Not needed"
+        """The page has enough text of its own, or cannot be drawn (text formats)."""
+        RECOGNISED = "recognised", "Recognised"
+        """Read by Tesseract; the text and its confidence are stored."""
+        FAILED = "failed", "Failed"
+        """Tesseract could not read it; ``ocr_note`` says why."""
+
     ocr_status = models.CharField(
-        max_length=16,
-        blank=True,
-        default="",
-        help_text="The ocr stage's checkpoint: '' (not looked at yet), 'not_needed', "
-        "'recognised' or 'failed' (with ocr_note saying why).",
+        max_length=16, choices=OcrStatus.choices, blank=True, default=OcrStatus.PENDING
     )
     ocr_confidence = models.FloatField(
         null=True, blank=True, help_text="Mean word confidence, 0-100."

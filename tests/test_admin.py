@@ -228,4 +228,3 @@ def test_the_matter_form_cannot_leave_a_matter_without_an_owner(
     assert handed_over.status_code == 302
     roles = dict(Membership.objects.filter(matter=matter).values_list("user__username", "role"))
     assert roles == {"alice": Role.MEMBER, "bob": Role.OWNER}
-

@@ -52,16 +52,12 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-DATE = "date"
-MONEY = "money"
-EMAIL = "email"
-PHONE = "phone"
-CITATION = "citation"
+from processing.models import Entity
 
-KINDS = (DATE, MONEY, EMAIL, PHONE, CITATION)
+Kind = Entity.Kind
 
 # Which kind wins when two overlapping matches have the same length.
-_PRECEDENCE = {CITATION: 0, EMAIL: 1, MONEY: 2, PHONE: 3, DATE: 4}
+_PRECEDENCE = {Kind.CITATION: 0, Kind.EMAIL: 1, Kind.MONEY: 2, Kind.PHONE: 3, Kind.DATE: 4}
 
 MAX_LENGTH = 500  # Entity.text and Entity.value hold at most this many characters.
 
@@ -181,7 +177,7 @@ def _dates(text: str) -> Iterator[Found]:
                 day = datetime.date(int(match["year"]), number, int(match["day"]))
             except ValueError:
                 continue  # 02/30/2021, month 13, year 0
-            found = _found(DATE, text, match.start(), match.end(), day.isoformat())
+            found = _found(Kind.DATE, text, match.start(), match.end(), day.isoformat())
             if found:
                 yield found
 
@@ -272,7 +268,7 @@ def _money(text: str) -> Iterator[Found]:
             amount = (amount * _SCALES.get(scale, 1)).quantize(
                 Decimal("0.01"), rounding=ROUND_HALF_UP
             )
-            found = _found(MONEY, text, match.start(), match.end(), f"{currency} {amount}")
+            found = _found(Kind.MONEY, text, match.start(), match.end(), f"{currency} {amount}")
             if found:
                 yield found
 
@@ -287,7 +283,7 @@ _EMAIL_RE = re.compile(
 
 def _emails(text: str) -> Iterator[Found]:
     for match in _EMAIL_RE.finditer(text):
-        found = _found(EMAIL, text, match.start(), match.end(), match.group().lower())
+        found = _found(Kind.EMAIL, text, match.start(), match.end(), match.group().lower())
         if found:
             yield found
 
@@ -315,14 +311,14 @@ def _phones(text: str) -> Iterator[Found]:
         digits = re.sub(r"\D", "", match.group())
         if len(digits) == 11:
             digits = digits[1:]
-        found = _found(PHONE, text, match.start(), match.end(), f"+1{digits}")
+        found = _found(Kind.PHONE, text, match.start(), match.end(), f"+1{digits}")
         if found:
             yield found
     for match in _INTERNATIONAL_RE.finditer(text):
         digits = re.sub(r"\D", "", match.group().replace("(0)", ""))
         if not 8 <= len(digits) <= 15:
             continue
-        found = _found(PHONE, text, match.start(), match.end(), f"+{digits}")
+        found = _found(Kind.PHONE, text, match.start(), match.end(), f"+{digits}")
         if found:
             yield found
 
@@ -353,7 +349,7 @@ def _citations(text: str) -> Iterator[Found]:
         start, end = citation.span()
         if not (0 <= start < end <= len(text)) or flat[start:end] != citation.matched_text():
             continue  # an offset that does not map back into the page is no offset
-        found = _found(CITATION, text, start, end, citation.corrected_citation())
+        found = _found(Kind.CITATION, text, start, end, citation.corrected_citation())
         if found:
             yield found
 

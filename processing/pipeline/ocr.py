@@ -46,9 +46,7 @@ from processing.models import DocumentPage
 
 logger = logging.getLogger(__name__)
 
-NOT_NEEDED = "not_needed"
-RECOGNISED = "recognised"
-FAILED = "failed"
+OcrStatus = DocumentPage.OcrStatus
 
 READ_PAGES = 200
 """Pages read from the database at a time while looking for thin ones."""
@@ -80,17 +78,19 @@ def ocr(ctx: StageContext) -> None:
     pages = DocumentPage.objects.filter(document=document)
     if document.content_type not in PAGE_IMAGE_TYPES:
         # Nothing here can be an image of text: zero items, done at once.
-        pages.filter(ocr_status="").update(ocr_status=NOT_NEEDED)
+        pages.filter(ocr_status=OcrStatus.PENDING).update(ocr_status=OcrStatus.NOT_NEEDED)
         ctx.progress(0, 0)
         return
-    counts = pages.aggregate(total=Count("pk"), done=Count("pk", filter=~Q(ocr_status="")))
+    counts = pages.aggregate(
+        total=Count("pk"), done=Count("pk", filter=~Q(ocr_status=OcrStatus.PENDING))
+    )
     total, done = counts["total"], counts["done"]
     ctx.progress(done, total)
     if done == total:
         return
 
     started = time.monotonic()
-    outcomes = {NOT_NEEDED: 0, RECOGNISED: 0, FAILED: 0}
+    outcomes = {OcrStatus.NOT_NEEDED: 0, OcrStatus.RECOGNISED: 0, OcrStatus.FAILED: 0}
     passed: list[int] = []
     reader: DocumentReader | None = None
 
@@ -98,11 +98,11 @@ def ocr(ctx: StageContext) -> None:
         """Write the held text pages as ``not_needed``, in one UPDATE."""
         nonlocal done
         if passed:
-            written = DocumentPage.objects.filter(pk__in=passed, ocr_status="").update(
-                ocr_status=NOT_NEEDED
-            )
+            written = DocumentPage.objects.filter(
+                pk__in=passed, ocr_status=OcrStatus.PENDING
+            ).update(ocr_status=OcrStatus.NOT_NEEDED)
             done += written
-            outcomes[NOT_NEEDED] += written
+            outcomes[OcrStatus.NOT_NEEDED] += written
             passed.clear()
         ctx.progress(done, total)
 
@@ -124,7 +124,9 @@ def ocr(ctx: StageContext) -> None:
                     max_image_pixels=settings.IMAGE_MAX_PIXELS,
                 )
             fields = _read_page(reader, page.page_number - 1)
-            if DocumentPage.objects.filter(pk=page.pk, ocr_status="").update(**fields):
+            if DocumentPage.objects.filter(pk=page.pk, ocr_status=OcrStatus.PENDING).update(
+                **fields
+            ):
                 done += 1
                 outcomes[fields["ocr_status"]] += 1
             ctx.progress(done, total)
@@ -136,9 +138,9 @@ def ocr(ctx: StageContext) -> None:
         "ocr %s: %d pages, %d passed over, %d recognised, %d failed, in %.1f s",
         document.pk,
         total,
-        outcomes[NOT_NEEDED],
-        outcomes[RECOGNISED],
-        outcomes[FAILED],
+        outcomes[OcrStatus.NOT_NEEDED],
+        outcomes[OcrStatus.RECOGNISED],
+        outcomes[OcrStatus.FAILED],
         time.monotonic() - started,
     )
 
@@ -149,7 +151,7 @@ def _pending_pages(document_id: Any) -> Iterator[DocumentPage]:
     while True:
         batch = list(
             DocumentPage.objects.filter(
-                document_id=document_id, ocr_status="", page_number__gt=after
+                document_id=document_id, ocr_status=OcrStatus.PENDING, page_number__gt=after
             )
             .order_by("page_number")
             .only("pk", "page_number", "text")[:READ_PAGES]
@@ -206,7 +208,7 @@ def _read_page(reader: DocumentReader, index: int) -> dict[str, Any]:
         "text": result.text,
         "char_count": len(result.text),
         "source": DocumentPage.Source.OCR,
-        "ocr_status": RECOGNISED,
+        "ocr_status": OcrStatus.RECOGNISED,
         "ocr_confidence": result.confidence,
         "ocr_note": rendered.describe()[:_NOTE_LENGTH],
     }
@@ -215,4 +217,4 @@ def _read_page(reader: DocumentReader, index: int) -> dict[str, Any]:
 def _failed(reason: str, how: str = "") -> dict[str, Any]:
     """A failed page keeps whatever text layer it had; the note says why."""
     note = f"{reason} {how}".strip()
-    return {"ocr_status": FAILED, "ocr_note": note[:_NOTE_LENGTH]}
+    return {"ocr_status": OcrStatus.FAILED, "ocr_note": note[:_NOTE_LENGTH]}
