@@ -1,6 +1,7 @@
 """The development and test launcher: ``python -m jobtracker.launcher run|test|services``.
 
-``./dev`` prepares the virtualenv and node_modules, then execs this module.
+``./dev`` prepares the virtualenv and node_modules, then execs this module
+(``./dev lock``, which regenerates requirements.lock, never reaches it).
 
 * ``run``      migrate, make sure the demo account exists, then run daphne and
                ``WORKERS`` RQ workers as child processes with prefixed logs.
@@ -44,6 +45,7 @@ USAGE = """\
 usage: ./dev run                       migrate, then serve (daphne) with RQ workers
        ./dev test [pytest args]        run the test suite
        ./dev services start|stop|status   the embedded PostgreSQL and Redis
+       ./dev lock [--upgrade-package NAME]   regenerate requirements.lock (all, or one package)
 
 environment: PORT (8000), HOST (127.0.0.1), WORKERS (2), DATABASE_URL, REDIS_URL,
              JOBTRACKER_DATA_DIR (<checkout>/.data), JOBTRACKER_CHROMIUM (/usr/bin/chromium)
