@@ -17,8 +17,8 @@ from processing.documents.detect import (
     TEXT,
     detect_content_type,
     detect_file,
-    detect_text_encoding,
 )
+from processing.documents.encodings import detect_text_encoding
 from processing.documents.readers import DocumentReader, open_document
 from processing.documents.render import RenderedPage, RenderError
 

@@ -16,7 +16,6 @@ with the empty password raises :class:`EncryptedDocument`.
 
 from __future__ import annotations
 
-import codecs
 import logging
 import re
 import warnings
@@ -44,10 +43,15 @@ from processing.documents.detect import (
     IMAGE_TIFF,
     IMAGE_TYPES,
     PDF,
-    SNIFF_BYTES,
     TEXT,
-    detect_text_encoding,
-    mostly_utf8,
+)
+from processing.documents.encodings import (
+    CHUNK_BYTES,
+    SNIFF_BYTES,
+    code_unit,
+    html_encoding,
+    text_codec,
+    validated_codec,
 )
 from processing.documents.render import RenderedPage, RenderError, grayscale_within, pdf_scale
 from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
@@ -604,8 +608,6 @@ _BLANK_RUNS = re.compile(r"\n{3,}")
 
 # --- Plain text ------------------------------------------------------------------------
 
-_CHUNK = 1024 * 1024
-
 
 class _TextReader(DocumentReader):
     """Pages are separated by form feeds; their byte offsets are found at open."""
@@ -619,34 +621,13 @@ class _TextReader(DocumentReader):
             size = path.stat().st_size
             budget.charge_bytes(size, "text")
             head = self._file.read(SNIFF_BYTES)
-            encoding, start = _text_codec(head)
-            self.encoding = self._validated(encoding, start)
+            encoding, start = text_codec(head)
+            self.encoding = validated_codec(self._file, encoding, start)
             self._pages = _page_offsets(self._file, self.encoding, start, size)
         except BaseException:
             self._file.close()
             raise
         self.page_count = len(self._pages)
-
-    def _validated(self, encoding: str, start: int) -> str:
-        """The encoding, re-detected if a later part of the file does not decode in it.
-
-        Detection sees only the head; an English file with one accented word past
-        it may be Latin-1 rather than the UTF-8 the head suggested. A UTF-8 file
-        with a few stray bytes stays UTF-8 (they read as �).
-        """
-        position = _first_decode_error(self._file, encoding, start)
-        if position is None:
-            return encoding
-        if encoding == "utf_8" and _mostly_utf8_file(self._file, start):
-            return encoding
-        if _unit(encoding) == 1:
-            self._file.seek(max(start, position - SNIFF_BYTES // 2))
-            window = self._file.read(SNIFF_BYTES)
-            retry = detect_text_encoding(_from_line_start(window))
-            if retry and _first_decode_error(self._file, _codec_name(retry), start) is None:
-                return _codec_name(retry)
-        logger.info("text does not decode cleanly as %s; bad bytes are replaced", encoding)
-        return encoding
 
     def page_text(self, index: int) -> str:
         self._check_index(index)
@@ -659,67 +640,6 @@ class _TextReader(DocumentReader):
         self._file.close()
 
 
-def _from_line_start(window: bytes) -> bytes:
-    """A sample cut out of a file, starting after its first newline (no split character)."""
-    first, newline, rest = window.partition(b"\n")
-    return rest if newline and rest else window
-
-
-def _codec_name(encoding: str) -> str:
-    return codecs.lookup(encoding).name.replace("-", "_")
-
-
-def _text_codec(head: bytes) -> tuple[str, int]:
-    """(codec without BOM handling, offset where the text starts) for a text file's head."""
-    encoding = detect_text_encoding(head) or "utf-8"
-    name = _codec_name(encoding)
-    if name == "utf_8_sig":
-        return "utf_8", len(codecs.BOM_UTF8)
-    if name == "utf_16":  # detection says so only when there is a BOM
-        return ("utf_16_le" if head.startswith(codecs.BOM_UTF16_LE) else "utf_16_be"), 2
-    if name == "utf_32":
-        return ("utf_32_le" if head.startswith(codecs.BOM_UTF32_LE) else "utf_32_be"), 4
-    if name == "ascii":
-        return "utf_8", 0
-    return name, 0
-
-
-def _unit(encoding: str) -> int:
-    return 4 if encoding.startswith("utf_32") else 2 if encoding.startswith("utf_16") else 1
-
-
-def _first_decode_error(file: Any, encoding: str, start: int) -> int | None:
-    """Byte offset of the first byte that does not decode, or None if the whole file does."""
-    decoder = codecs.getincrementaldecoder(encoding)(errors="strict")
-    file.seek(start)
-    offset = start
-    while True:
-        chunk = file.read(_CHUNK)
-        try:
-            decoder.decode(chunk, final=not chunk)
-        except UnicodeDecodeError as error:
-            return offset + max(error.start, 0)
-        if not chunk:
-            return None
-        offset += len(chunk)
-
-
-def _mostly_utf8_file(file: Any, start: int) -> bool:
-    """Whether the file is UTF-8 apart from a few bad bytes (see :func:`mostly_utf8`)."""
-    decoder = codecs.getincrementaldecoder("utf_8")(errors="replace")
-    file.seek(start)
-    bad = good = total = 0
-    while True:
-        chunk = file.read(_CHUNK)
-        text = decoder.decode(chunk, final=not chunk)
-        damaged = text.count("\ufffd")
-        bad += damaged
-        good += len(text) - len(text.encode("ascii", "ignore")) - damaged
-        total += len(text)
-        if not chunk:
-            return mostly_utf8(bad=bad, good=good, total=total)
-
-
 def _page_offsets(file: Any, encoding: str, start: int, size: int) -> list[tuple[int, int]]:
     """(begin, end) byte ranges of the pages, split at form feeds in the encoded stream.
 
@@ -728,13 +648,13 @@ def _page_offsets(file: Any, encoding: str, start: int, size: int) -> list[tuple
     sit on a code-unit boundary.
     """
     separator = "\f".encode(encoding)
-    unit = _unit(encoding)
+    unit = code_unit(encoding)
     pages = []
     begin = start
     file.seek(start)
     offset = start
     tail = b""
-    while chunk := file.read(_CHUNK):
+    while chunk := file.read(CHUNK_BYTES):
         data = tail + chunk
         base = offset - len(tail)
         position = data.find(separator)
@@ -758,7 +678,6 @@ def _page_offsets(file: Any, encoding: str, start: int, size: int) -> list[tuple
 
 # --- HTML ------------------------------------------------------------------------------
 
-_META_CHARSET = re.compile(rb"""<meta[^>]+charset\s*=\s*["']?\s*([A-Za-z0-9._:-]+)""", re.I)
 _XML_DECLARATION = re.compile(r"\A\s*<\?xml[^>]*\?>")
 _HIDDEN_STYLE = re.compile(r"display\s*:\s*none|visibility\s*:\s*hidden", re.I)
 _INVISIBLE = {
@@ -831,7 +750,7 @@ class _HtmlReader(DocumentReader):
     def __init__(self, path: Path, budget: _TextBudget) -> None:
         budget.charge_bytes(path.stat().st_size, "HTML")
         data = path.read_bytes()
-        self.encoding = _html_encoding(data)
+        self.encoding = html_encoding(data)
         text = data.decode(self.encoding, errors="replace")
         self._text = budget.charge_page(0, _visible_text(_clean(text)))
 
@@ -841,81 +760,6 @@ class _HtmlReader(DocumentReader):
 
     def close(self) -> None:
         self._text = ""
-
-
-def _html_encoding(data: bytes) -> str:
-    """BOM, then valid UTF-8, then a ``<meta charset>`` that decodes the file, then detection.
-
-    Valid UTF-8 beats the declaration because pages saved as UTF-8 with a stale
-    ``iso-8859-1`` meta are common, and legacy text is almost never valid UTF-8.
-    """
-    for bom, name in (
-        (codecs.BOM_UTF8, "utf_8_sig"),
-        (codecs.BOM_UTF16_LE, "utf_16"),
-        (codecs.BOM_UTF16_BE, "utf_16"),
-    ):
-        if data.startswith(bom):
-            return name
-    if _decodes(data, "utf_8"):
-        return "utf_8"
-    declared = _META_CHARSET.search(data[:4096])
-    if declared:
-        name = _html_charset(declared.group(1).decode("ascii").lower())
-        if name and _decodes(data, name):
-            return name
-    name = _codec_name(detect_text_encoding(data[:SNIFF_BYTES]) or "utf-8")
-    try:
-        data.decode(name)
-    except UnicodeDecodeError as error:
-        # The head was plain ASCII; look where the first non-ASCII text really is.
-        window = data[max(0, error.start - SNIFF_BYTES // 2) : error.start + SNIFF_BYTES // 2]
-        retry = detect_text_encoding(_from_line_start(window))
-        if retry and _decodes(data, retry):
-            return _codec_name(retry)
-    return name
-
-
-# Labels browsers know that Python does not, or maps differently (WHATWG Encoding).
-_HTML_CHARSETS = {
-    "iso-8859-1": "cp1252",
-    "latin1": "cp1252",
-    "us-ascii": "cp1252",
-    "ascii": "cp1252",
-    "x-mac-cyrillic": "mac_cyrillic",
-    "x-mac-ukrainian": "mac_cyrillic",
-    "macintosh": "mac_roman",
-    "x-mac-roman": "mac_roman",
-    "windows-874": "cp874",
-    "tis-620": "cp874",
-    "shift_jis": "cp932",
-    "sjis": "cp932",
-    "x-sjis": "cp932",
-    "windows-31j": "cp932",
-    "euc-kr": "cp949",
-    "ks_c_5601-1987": "cp949",
-    "gb2312": "gbk",
-    "x-gbk": "gbk",
-    "iso-8859-8-i": "iso8859_8",
-}
-
-
-def _html_charset(label: str) -> str:
-    """The Python codec for a meta charset label, or '' if unknown or impossible."""
-    label = _HTML_CHARSETS.get(label, label)
-    try:
-        name = _codec_name(label)
-    except LookupError:
-        return ""
-    # A meta tag cannot make ASCII-compatible bytes UTF-16 (browsers read UTF-8).
-    return "utf_8" if name.startswith(("utf_16", "utf_32")) else name
-
-
-def _decodes(data: bytes, encoding: str) -> bool:
-    try:
-        data.decode(encoding)
-    except UnicodeDecodeError:
-        return False
-    return True
 
 
 def _visible_text(markup: str) -> str:
