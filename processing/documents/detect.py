@@ -28,7 +28,17 @@ IMAGE_PNG = "image/png"
 IMAGE_JPEG = "image/jpeg"
 IMAGE_TIFF = "image/tiff"
 IMAGE_TYPES = frozenset({IMAGE_PNG, IMAGE_JPEG, IMAGE_TIFF})
-SUPPORTED_TYPES = frozenset({PDF, DOCX, TEXT, HTML, *IMAGE_TYPES})
+#: Every type we read, in the order users are told, with the name users know it by.
+SUPPORTED_FORMATS: dict[str, str] = {
+    PDF: "PDF",
+    DOCX: "Word (.docx)",
+    TEXT: "plain text",
+    HTML: "HTML",
+    IMAGE_PNG: "PNG",
+    IMAGE_JPEG: "JPEG",
+    IMAGE_TIFF: "TIFF",
+}
+SUPPORTED_TYPES = frozenset(SUPPORTED_FORMATS)
 #: The types whose pages can be drawn as images (for OCR); the others are text only.
 PAGE_IMAGE_TYPES = frozenset({PDF, *IMAGE_TYPES})
 
@@ -82,6 +92,12 @@ _BINARY_MAGICS = (
     b"{\\rtf",  # RTF: text, but markup we do not render
     b"\x1a\x45\xdf\xa3",  # Matroska/WebM
 )
+
+
+def supported_description() -> str:
+    """The supported formats as a user reads them: 'PDF, Word (.docx), …, JPEG or TIFF'."""
+    *most, last = SUPPORTED_FORMATS.values()
+    return f"{', '.join(most)} or {last}"
 
 
 def detect_content_type(head: bytes, *, filename: str = "") -> str | None:
