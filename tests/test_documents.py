@@ -32,12 +32,14 @@ from processing.documents import (
     IMAGE_TIFF,
     PDF,
     SNIFF_BYTES,
+    SUPPORTED_FORMATS,
     SUPPORTED_TYPES,
     TEXT,
     RenderError,
     detect_content_type,
     detect_file,
     open_document,
+    supported_description,
 )
 from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 from tests.conftest import CORPUS
@@ -234,6 +236,32 @@ def test_other_zips_are_not_docx(write: Write, entries: dict[str, str]) -> None:
     data = zip_bytes(entries)
     assert detect_content_type(data) is None
     assert detect_file(write(data)) is None
+
+
+def test_users_are_told_the_supported_formats_in_one_sentence() -> None:
+    assert supported_description() == "PDF, Word (.docx), plain text, HTML, PNG, JPEG or TIFF"
+    assert set(SUPPORTED_FORMATS) == SUPPORTED_TYPES
+
+
+_ONE_PAGE_OF_EACH_FORMAT: dict[str, Callable[[], bytes]] = {
+    PDF: lambda: pdf_bytes(["Hello"]),
+    DOCX: lambda: docx_bytes(lambda d: d.add_paragraph("Hello")),
+    TEXT: lambda: b"Hello\n",
+    HTML: lambda: b"<html><body><p>Hello</p></body></html>",
+    IMAGE_PNG: lambda: image_bytes(Image.new("L", (8, 8), 255), "PNG"),
+    IMAGE_JPEG: lambda: image_bytes(Image.new("L", (8, 8), 255), "JPEG"),
+    IMAGE_TIFF: lambda: image_bytes(Image.new("L", (8, 8), 255), "TIFF"),
+}
+
+
+@pytest.mark.parametrize("content_type", list(SUPPORTED_FORMATS))
+def test_every_format_users_are_told_of_is_detected_and_read(
+    write: Write, content_type: str
+) -> None:
+    path = write(_ONE_PAGE_OF_EACH_FORMAT[content_type]())
+    assert detect_file(path) == content_type
+    with open_document(path, content_type) as reader:
+        assert reader.page_count == 1
 
 
 # --- PDF --------------------------------------------------------------------------------

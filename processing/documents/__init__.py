@@ -13,12 +13,14 @@ from processing.documents.detect import (
     PAGE_IMAGE_TYPES,
     PDF,
     SNIFF_BYTES,
+    SUPPORTED_FORMATS,
     SUPPORTED_TYPES,
     TEXT,
     detect_content_type,
     detect_file,
-    detect_text_encoding,
+    supported_description,
 )
+from processing.documents.encodings import detect_text_encoding
 from processing.documents.readers import DocumentReader, open_document
 from processing.documents.render import RenderedPage, RenderError
 
@@ -32,6 +34,7 @@ __all__ = [
     "PAGE_IMAGE_TYPES",
     "PDF",
     "SNIFF_BYTES",
+    "SUPPORTED_FORMATS",
     "SUPPORTED_TYPES",
     "TEXT",
     "DocumentReader",
@@ -41,4 +44,5 @@ __all__ = [
     "detect_file",
     "detect_text_encoding",
     "open_document",
+    "supported_description",
 ]
