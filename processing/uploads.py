@@ -13,12 +13,18 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
-from processing.documents import SNIFF_BYTES, detect_content_type, detect_file, open_document
+from processing.documents import (
+    PDF,
+    SNIFF_BYTES,
+    SUPPORTED_FORMATS,
+    detect_content_type,
+    detect_file,
+    open_document,
+    supported_description,
+)
 from processing.errors import StageError
 from processing.jobs import lifecycle
 from processing.models import Document, Matter, ProcessingJob
-
-SUPPORTED_DESCRIPTION = "PDF, Word (.docx), plain text, HTML, PNG, JPEG or TIFF"
 
 
 class UploadRejected(Exception):
@@ -93,16 +99,8 @@ def accept_upload(
     if content_type is None:
         raise UploadRejected(
             "UNSUPPORTED_FILE_TYPE",
-            f"This kind of file is not supported. Upload a {SUPPORTED_DESCRIPTION} file.",
-            supported=[
-                "application/pdf",
-                "docx",
-                "text/plain",
-                "text/html",
-                "image/png",
-                "image/jpeg",
-                "image/tiff",
-            ],
+            f"This kind of file is not supported. Upload a {supported_description()} file.",
+            supported=list(SUPPORTED_FORMATS),
         )
     name = sanitize_filename(upload.name or "document")
     with transaction.atomic():
@@ -124,7 +122,7 @@ def accept_upload(
 
 def _quick_page_count(document: Document) -> int | None:
     """The page count when the file opens cheaply now (it decides the queue); else None."""
-    if document.content_type != "application/pdf":
+    if document.content_type != PDF:
         return None
     try:
         with open_document(document.file.path, document.content_type, max_pages=10**9) as reader:
