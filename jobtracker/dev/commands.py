@@ -6,7 +6,9 @@
                ``WORKERS`` RQ workers as child processes with prefixed logs
                (see ``supervisor``).
 * ``test``     make sure Debian's chromium and tesseract-ocr are installed, then
-               ``python -m pytest``. (``run`` needs tesseract-ocr too, for the ocr stage.)
+               ``python -m pytest``. Without pytest arguments (the whole suite, as
+               CI runs it) ``ruff check .`` and mypy run first, and a finding fails
+               the command. (``run`` needs tesseract-ocr too, for the ocr stage.)
 * ``services`` ``start|stop|status`` of the embedded PostgreSQL and Redis.
 
 When ``DATABASE_URL`` or ``REDIS_URL`` is unset, the embedded servers (see
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib.util
 import os
 import shutil
 import signal
@@ -39,10 +42,13 @@ CHROMIUM = "/usr/bin/chromium"
 TESSERACT = "/usr/bin/tesseract"
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-password-123"
+# Until mypy is a dev dependency, `./dev test` says it is missing and goes on;
+# True makes a missing mypy an error.
+MYPY_REQUIRED = False
 
 USAGE = """\
 usage: ./dev run                       migrate, then serve (daphne) with RQ workers
-       ./dev test [pytest args]        run the test suite
+       ./dev test [pytest args]        run the test suite (alone: ruff and mypy first)
        ./dev services start|stop|status   the embedded PostgreSQL and Redis
 
 environment: PORT (8000), HOST (127.0.0.1), WORKERS (2), DATABASE_URL, REDIS_URL,
@@ -141,6 +147,25 @@ def manage(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
         capture_output=capture,
         text=True,
     )
+
+
+def run_in_foreground(argv: list[str]) -> int:
+    """Run ``argv`` in the checkout and return its exit code.
+
+    The child shares our process group: Ctrl-C reaches it directly (pytest then
+    prints its summary); we only wait. SIGTERM and SIGHUP are passed on.
+    """
+    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), preexec_fn=parent_death_signal())
+    old = {
+        signal.SIGINT: signal.signal(signal.SIGINT, lambda _s, _f: None),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, _f: proc.send_signal(s)),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, lambda s, _f: proc.send_signal(s)),
+    }
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------
@@ -306,28 +331,38 @@ def cmd_test(args: list[str]) -> int:
     _ensure_tesseract()
     _ensure_chromium()
     say(f"Chromium for browser tests: {os.environ['JOBTRACKER_CHROMIUM']}")
+    whole_suite = not args
+    if whole_suite:
+        _check("ruff check .", [sys.executable, "-m", "ruff", "check", "--quiet", "."])
+    else:
+        say("pytest arguments given: ruff and mypy skipped (`./dev test` alone runs them).")
     # Tests keep to their own Redis database (settings.TESTING), so a `./dev run`
     # on the same servers never takes a test's jobs.
     with service_urls():
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", *args],
-            cwd=ROOT,
-            env=child_env(),
-            preexec_fn=parent_death_signal(),
-        )
-        # pytest shares our process group: Ctrl-C reaches it directly (and it
-        # prints its summary); we only wait. SIGTERM/SIGHUP are passed on.
-        old = {
-            signal.SIGINT: signal.signal(signal.SIGINT, lambda _s, _f: None),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, _f: proc.send_signal(s)),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, lambda s, _f: proc.send_signal(s)),
-        }
-        try:
-            returncode = proc.wait()
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-    return returncode
+        if whole_suite:
+            _type_check()
+        return run_in_foreground([sys.executable, "-m", "pytest", *args])
+
+
+def _type_check() -> None:
+    """mypy, configured in pyproject.toml, with the environment pytest gets (django-stubs
+    loads the settings)."""
+    if importlib.util.find_spec("mypy") is None:
+        if MYPY_REQUIRED:
+            raise LauncherError("mypy is not installed in .venv: pip install -e '.[dev]'.")
+        say("mypy is not installed in .venv yet: type check skipped.")
+        return
+    _check("mypy", [sys.executable, "-m", "mypy"])
+
+
+def _check(name: str, argv: list[str]) -> None:
+    """Run one check of the whole suite; any finding (non-zero exit) fails ``./dev test``."""
+    started = time.monotonic()
+    returncode = run_in_foreground(argv)
+    took = f"[{time.monotonic() - started:.1f} s]"
+    if returncode != 0:
+        raise LauncherError(f"{name} failed (exit code {returncode}; findings above) {took}")
+    say(f"{name}: passed {took}")
 
 
 def cmd_services(args: list[str]) -> int:
