@@ -99,7 +99,7 @@ def stop(data_dir: Path, redis: object) -> None:
     pids = {read_pid(redis_dir / "redis.pid")}
     if isinstance(redis, dict) and isinstance(redis.get("pid"), int):
         pids.add(redis["pid"])
-    for pid in pids - {None}:
+    for pid in filter(None, pids):
         # SIGTERM: Redis writes its snapshot, then exits.
         terminate(pid, signal.SIGTERM, "redis-server", redis_dir)
 

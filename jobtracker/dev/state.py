@@ -19,6 +19,7 @@ import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeGuard
 
 STATE_FILE = "services.json"
 LOCK_FILE = ".services.lock"
@@ -140,7 +141,7 @@ def record(pid: int) -> dict:
     return {"pid": pid, "start": proc_start(pid)}
 
 
-def alive(process: object) -> bool:
+def alive(process: object) -> TypeGuard[dict]:
     """Is this recorded process (``{"pid", "start"}``) still the same live process?"""
     if not isinstance(process, dict):
         return False

@@ -103,6 +103,7 @@ class Supervisor:
                 process_group=0,  # Ctrl-C reaches the launcher only; it forwards SIGTERM once
                 preexec_fn=preexec,
             )
+            assert child.proc.stdout is not None  # stdout=PIPE
             os.set_blocking(child.proc.stdout.fileno(), False)
             self.selector.register(child.proc.stdout, selectors.EVENT_READ, child)
             child.open_pipe = True
@@ -126,6 +127,7 @@ class Supervisor:
             self._print(child, child.buffer)
             child.buffer = b""
         if child.open_pipe:
+            assert child.proc is not None and child.proc.stdout is not None
             self.selector.unregister(child.proc.stdout)
             child.proc.stdout.close()
             child.open_pipe = False
@@ -178,6 +180,7 @@ class Supervisor:
                 else:
                     self._escalate()
             for child in self.children:
+                assert child.proc is not None  # started
                 if child.returncode is None and child.proc.poll() is not None:
                     child.returncode = child.proc.returncode
                     if self.stop_reason is None:
