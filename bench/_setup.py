@@ -53,10 +53,10 @@ def _server_urls() -> tuple[str, str]:
     database_url = os.environ.get("DATABASE_URL", "")
     redis_url = os.environ.get("REDIS_URL", "")
     if not (database_url and redis_url):
-        from jobtracker import embedded
+        from jobtracker.dev import services
 
         data_dir = Path(os.environ.get("JOBTRACKER_DATA_DIR", ROOT / ".data"))
-        state = embedded.read_state(data_dir) or {}
+        state = services.read_state(data_dir) or {}
         database_url = database_url or state.get("DATABASE_URL", "")
         redis_url = redis_url or state.get("REDIS_URL", "")
     if not (database_url and redis_url):

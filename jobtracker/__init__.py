@@ -1,1 +1,1 @@
-"""Jobtracker: the Django project (settings, URLs, ASGI routing, embedded services)."""
+"""Jobtracker: the Django project (settings, URLs, ASGI); ``dev/`` is what ``./dev`` runs."""

@@ -2,7 +2,7 @@
 
 Production sets ``DATABASE_URL`` and ``REDIS_URL``. When they are unset, the
 URLs of the embedded PostgreSQL and Redis that ``./dev`` started for this
-checkout are read from the data folder (see ``jobtracker.embedded``), so
+checkout are read from the data folder (see ``jobtracker.dev.services``), so
 ``python manage.py …`` in another shell talks to the same servers.
 """
 
@@ -16,7 +16,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
 
-from jobtracker import embedded
+from jobtracker.dev import services as dev_services
 from processing.jobs import queues
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -51,7 +51,7 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
-_embedded = embedded.read_state(DATA_DIR) or {}
+_embedded = dev_services.read_state(DATA_DIR) or {}
 DATABASE_URL = os.environ.get("DATABASE_URL") or _embedded.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL") or _embedded.get("REDIS_URL", "")
 if not DATABASE_URL:

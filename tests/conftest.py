@@ -7,6 +7,7 @@ while testing (see settings.TESTING), and each test starts with empty queues.
 
 from __future__ import annotations
 
+import csv
 import io
 import os
 from collections.abc import Callable, Iterator
@@ -24,21 +25,76 @@ from processing.jobs.queues import QUEUES
 from processing.models import Matter, Membership, ProcessingJob, Role
 from processing.tokens import create_token
 
+# --- the real-world corpus ---------------------------------------------------------------
+#
+# Tests marked ``corpus`` read the real documents of ``shared/corpus`` (MANIFEST.tsv lists
+# them and the outcome each must reach). With JOBTRACKER_CORPUS set, the corpus is required
+# (CI sets it: .ci/run); otherwise it is used when found beside the checkout, and a clone
+# elsewhere runs everything else, with one line saying the corpus tests did not run.
 
-def _find_corpus() -> Path:
-    """``../shared/corpus`` beside the checkout (or JOBTRACKER_CORPUS)."""
-    configured = os.environ.get("JOBTRACKER_CORPUS")
+CORPUS_VARIABLE = "JOBTRACKER_CORPUS"
+
+
+def _find_corpus() -> tuple[Path, str | None]:
+    """The corpus folder, and None; or, when there is none to use, where it was looked
+    for and why the corpus tests are not run. A required corpus that is missing stops
+    the run (``pytest_configure``)."""
+    configured = os.environ.get(CORPUS_VARIABLE)
     if configured:
-        return Path(configured)
+        return Path(configured).resolve(), None
     root = Path(__file__).resolve().parent.parent
     for parent in (root, *root.parents):
         candidate = parent / "shared" / "corpus"
         if candidate.is_dir():
-            return candidate
-    return root.parent / "shared" / "corpus"
+            return candidate, None
+    return root.parent / "shared" / "corpus", (
+        f"no shared/corpus beside the checkout (looked in {root} and the folders above it) "
+        f"and {CORPUS_VARIABLE} is not set; set it to the corpus folder to run them"
+    )
 
 
-CORPUS = _find_corpus()
+CORPUS, CORPUS_NOT_RUN = _find_corpus()
+
+
+def corpus_manifest() -> list[dict[str, str]]:
+    """The rows of the corpus's MANIFEST.tsv; none when the corpus tests are not run."""
+    if CORPUS_NOT_RUN:
+        return []
+    with (CORPUS / "MANIFEST.tsv").open(newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle, delimiter="\t"))
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "corpus: reads the real documents of shared/corpus")
+    if CORPUS_NOT_RUN or (CORPUS / "MANIFEST.tsv").is_file():
+        return
+    configured = os.environ.get(CORPUS_VARIABLE)
+    source = f"{CORPUS_VARIABLE}={configured}" if configured else "shared/corpus"
+    problem = f"{CORPUS / 'MANIFEST.tsv'} is missing" if CORPUS.is_dir() else f"no folder {CORPUS}"
+    raise pytest.UsageError(
+        f"{source}: {problem}; the corpus tests need the corpus and its MANIFEST.tsv."
+    )
+
+
+_CORPUS_LEFT_OUT = pytest.StashKey[int]()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Without a corpus, leave out the tests that read it (said once, at the end)."""
+    if not CORPUS_NOT_RUN:
+        return
+    left_out = [item for item in items if item.get_closest_marker("corpus")]
+    if left_out:
+        config.hook.pytest_deselected(items=left_out)
+        items[:] = [item for item in items if not item.get_closest_marker("corpus")]
+    config.stash[_CORPUS_LEFT_OUT] = len(left_out)
+
+
+def pytest_terminal_summary(terminalreporter: Any, config: pytest.Config) -> None:
+    if config.stash.get(_CORPUS_LEFT_OUT, 0):
+        terminalreporter.write_line(
+            f"The corpus tests were not run (deselected): {CORPUS_NOT_RUN}.", yellow=True
+        )
 
 
 @pytest.fixture(autouse=True)

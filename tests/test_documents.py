@@ -6,7 +6,6 @@ Pure tests: files on disk, no database, no Redis. The real-world corpus in
 
 from __future__ import annotations
 
-import csv
 import io
 import random
 import struct
@@ -42,7 +41,7 @@ from processing.documents import (
     supported_description,
 )
 from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
-from tests.conftest import CORPUS
+from tests.conftest import CORPUS, corpus_manifest
 
 Write = Callable[..., Path]
 
@@ -590,13 +589,7 @@ def test_broken_html_is_read_tolerantly(write: Write) -> None:
 # --- the real-world corpus ----------------------------------------------------------------
 
 
-def _manifest() -> list[dict[str, str]]:
-    # A missing corpus is an error, not a reason to skip: the suite is checked against it.
-    with open(CORPUS / "MANIFEST.tsv", newline="", encoding="utf-8") as fh:
-        return list(csv.DictReader(fh, delimiter="\t"))
-
-
-MANIFEST = _manifest()
+MANIFEST = corpus_manifest()
 ERRORS = {
     "CORRUPT_DOCUMENT": CorruptDocument,
     "ENCRYPTED_DOCUMENT": EncryptedDocument,
@@ -608,6 +601,7 @@ def _ids(rows: list[dict[str, str]]) -> list[str]:
     return [row["file"] for row in rows]
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("row", MANIFEST, ids=_ids(MANIFEST))
 def test_corpus_file_is_detected_from_its_bytes(row: dict[str, str]) -> None:
     path = CORPUS / row["file"]
@@ -653,6 +647,7 @@ def _meets(outcome: str, pages: list[str], expect: str) -> bool:
 READABLE = [row for row in MANIFEST if not row["expect"].startswith("REJECTED")]
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize("row", READABLE, ids=_ids(READABLE))
 def test_corpus_file_reads_as_the_manifest_expects(row: dict[str, str]) -> None:
     outcome, pages = _read_outcome(CORPUS / row["file"])
@@ -669,6 +664,7 @@ def _corpus_text(name: str) -> str:
     return "\n".join(read_all(path, detect_file(path)))
 
 
+@pytest.mark.corpus
 @pytest.mark.parametrize(
     ("name", "present", "absent"),
     [
@@ -690,6 +686,7 @@ def test_corpus_text_reads_as_a_person_would_read_it(
         assert words not in text
 
 
+@pytest.mark.corpus
 def test_corpus_docx_headers_are_not_repeated() -> None:
     text = _corpus_text("word-docx.docx")
     assert text.count("Docket No. MD17-00012") == 1

@@ -1,9 +1,10 @@
-"""The embedded PostgreSQL and Redis of ``jobtracker.embedded``: real servers, real
+"""The embedded PostgreSQL and Redis of ``jobtracker.dev.services``: real servers, real
 connections, on a data folder of their own (never the one the suite runs on)."""
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import psycopg
 import pytest
 import redis
 
-from jobtracker import embedded
+from jobtracker.dev import host, services, state
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -33,7 +34,7 @@ def data_dir() -> Iterator[Path]:
     try:
         yield path
     finally:
-        embedded.stop(path)
+        services.stop(path)
         shutil.rmtree(path, ignore_errors=True)
 
 
@@ -57,38 +58,38 @@ def _write_state(data_dir: Path, postgres: dict, redis_record: dict) -> None:
 
 
 def test_read_state_answers_only_for_live_servers(tmp_path: Path) -> None:
-    assert embedded.read_state(tmp_path) is None  # no state file
+    assert services.read_state(tmp_path) is None  # no state file
     (tmp_path / "services.json").write_text("{not json")
-    assert embedded.read_state(tmp_path) is None
+    assert services.read_state(tmp_path) is None
 
     dead = {"pid": _dead_pid(), "start": None}
     _write_state(tmp_path, dead, dead)
-    assert embedded.read_state(tmp_path) is None
+    assert services.read_state(tmp_path) is None
 
     # A live pid whose start time differs is a recycled pid, not our server.
-    me = embedded._me()
+    me = state.me()
     _write_state(tmp_path, me, {**me, "start": (me["start"] or 0) + 12345})
-    assert embedded.read_state(tmp_path) is None
+    assert services.read_state(tmp_path) is None
 
     _write_state(tmp_path, me, me)
-    assert embedded.read_state(tmp_path) == {
+    assert services.read_state(tmp_path) == {
         "DATABASE_URL": "postgres://postgres@%2Fnowhere/jobtracker",
         "REDIS_URL": "unix:///nowhere/redis.sock?db=0",
     }
 
 
 def test_long_or_capitalised_paths_get_a_short_socket_dir(tmp_path: Path) -> None:
-    assert embedded._socket_dir_usable(Path("/tmp/jt/run"))
-    assert not embedded._socket_dir_usable(Path("/tmp/" + "x" * 90 + "/run"))
+    assert host.socket_dir_usable(Path("/tmp/jt/run"))
+    assert not host.socket_dir_usable(Path("/tmp/" + "x" * 90 + "/run"))
     # dj-database-url lower-cases the host part of the URL, i.e. the socket dir.
-    assert not embedded._socket_dir_usable(Path("/home/Ann/jobtracker/.data/run"))
+    assert not host.socket_dir_usable(Path("/home/Ann/jobtracker/.data/run"))
 
     long_dir = tmp_path / ("x" * 90)
-    chosen = embedded._socket_dir(long_dir, embedded.os.geteuid())
+    chosen = host.socket_dir(long_dir, os.geteuid())
     try:
         assert chosen is not None and chosen.parent == Path("/tmp")
         assert chosen.name.startswith("jobtracker-")
-        assert embedded._socket_dir(long_dir, embedded.os.geteuid()) == chosen  # stable
+        assert host.socket_dir(long_dir, os.geteuid()) == chosen  # stable
     finally:
         if chosen is not None:
             chosen.rmdir()
@@ -97,8 +98,8 @@ def test_long_or_capitalised_paths_get_a_short_socket_dir(tmp_path: Path) -> Non
 def _ensure_in_subprocess(data_dir: Path) -> subprocess.Popen:
     code = (
         "import json, sys\n"
-        "from jobtracker import embedded\n"
-        "print(json.dumps(embedded.ensure_running(sys.argv[1])))\n"
+        "from jobtracker.dev import services\n"
+        "print(json.dumps(services.ensure_running(sys.argv[1])))\n"
     )
     return subprocess.Popen(
         [sys.executable, "-c", code, str(data_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True
@@ -106,7 +107,7 @@ def _ensure_in_subprocess(data_dir: Path) -> subprocess.Popen:
 
 
 def _pids(data_dir: Path) -> tuple[int, int]:
-    info = embedded.status(data_dir)
+    info = services.status(data_dir)
     return info["postgres"]["pid"], info["redis"]["pid"]
 
 
@@ -117,7 +118,7 @@ def test_real_servers_start_once_are_reused_and_stop(data_dir: Path) -> None:
     assert all(proc.returncode == 0 for proc in racers)
     assert sorted(r["started"] for r in results) == [False, True]
     assert results[0]["DATABASE_URL"] == results[1]["DATABASE_URL"]
-    urls = embedded.read_state(data_dir)
+    urls = services.read_state(data_dir)
     assert urls == {k: results[0][k] for k in ("DATABASE_URL", "REDIS_URL")}
 
     db = dj_database_url.parse(urls["DATABASE_URL"])
@@ -135,18 +136,18 @@ def test_real_servers_start_once_are_reused_and_stop(data_dir: Path) -> None:
 
     # Idempotent: the same servers, nothing started.
     pids = _pids(data_dir)
-    again = embedded.ensure_running(data_dir)
+    again = services.ensure_running(data_dir)
     assert again["started"] is False and _pids(data_dir) == pids
 
-    assert embedded.stop(data_dir) is True
-    assert embedded.read_state(data_dir) is None
-    assert all(embedded._proc_start(pid) is None for pid in pids)
-    assert embedded.stop(data_dir) is False
+    assert services.stop(data_dir) is True
+    assert services.read_state(data_dir) is None
+    assert all(state.proc_start(pid) is None for pid in pids)
+    assert services.stop(data_dir) is False
 
     # A leaseholder that starts them stops them when it releases; the
     # initdb'd cluster and the Redis snapshot are reused, so it is quick.
     began = time.monotonic()
-    restarted = embedded.ensure_running(data_dir, lease=True)
+    restarted = services.ensure_running(data_dir, lease=True)
     assert restarted["started"] is True
     assert time.monotonic() - began < 10
     with psycopg.connect(**conninfo, dbname=db["NAME"]) as conn:
@@ -155,6 +156,6 @@ def test_real_servers_start_once_are_reused_and_stop(data_dir: Path) -> None:
     assert client.get("kept") == b"still here"
     client.close()
     new_pids = _pids(data_dir)
-    assert embedded.release(data_dir) is True
-    assert embedded.read_state(data_dir) is None
-    assert all(embedded._proc_start(pid) is None for pid in new_pids)
+    assert services.release(data_dir) is True
+    assert services.read_state(data_dir) is None
+    assert all(state.proc_start(pid) is None for pid in new_pids)

@@ -318,6 +318,7 @@ def test_a_multi_page_tiff_is_read_page_by_page(
     assert "Thornbury" in first.text and "Whitcombe" in second.text
 
 
+@pytest.mark.corpus
 def test_the_scanned_opinion_in_the_corpus_is_read(
     api_client: Any, alice: Any, matter: Any, worker: Any
 ) -> None:

@@ -1,16 +1,19 @@
-"""The development and test launcher: ``python -m jobtracker.launcher run|test|services``.
+"""The ``./dev`` commands: ``python -m jobtracker.dev run|test|services``.
 
-``./dev`` prepares the virtualenv and node_modules, then execs this module
+``./dev`` prepares the virtualenv and node_modules, then execs this package
 (``./dev lock``, which regenerates requirements.lock, never reaches it).
 
 * ``run``      migrate, make sure the demo account exists, then run daphne and
-               ``WORKERS`` RQ workers as child processes with prefixed logs.
+               ``WORKERS`` RQ workers as child processes with prefixed logs
+               (see ``supervisor``).
 * ``test``     make sure Debian's chromium and tesseract-ocr are installed, then
-               ``python -m pytest``. (``run`` needs tesseract-ocr too, for the ocr stage.)
+               ``python -m pytest``. Without pytest arguments (the whole suite, as
+               CI runs it) ``ruff check .`` and mypy run first, and a finding fails
+               the command. (``run`` needs tesseract-ocr too, for the ocr stage.)
 * ``services`` ``start|stop|status`` of the embedded PostgreSQL and Redis.
 
-When ``DATABASE_URL`` or ``REDIS_URL`` is unset, the embedded servers of
-``jobtracker.embedded`` are started (or reused) under the data folder
+When ``DATABASE_URL`` or ``REDIS_URL`` is unset, the embedded servers (see
+``services``) are started (or reused) under the data folder
 (``JOBTRACKER_DATA_DIR``, default ``<checkout>/.data``) and their URLs exported
 to the children. Servers that a launcher started are stopped when the last
 launcher using them exits.
@@ -21,29 +24,29 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
-import selectors
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
 
-from jobtracker import embedded
+from jobtracker.dev import services
+from jobtracker.dev.state import EmbeddedError
+from jobtracker.dev.supervisor import Child, Supervisor, parent_death_signal, say
+from processing.jobs import queues
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = "/usr/bin/chromium"
 TESSERACT = "/usr/bin/tesseract"
 DEMO_USERNAME = "demo"
 DEMO_PASSWORD = "demo-password-123"
-STOP_GRACE = float(os.environ.get("JOBTRACKER_STOP_GRACE", "20"))
 
 USAGE = """\
 usage: ./dev run                       migrate, then serve (daphne) with RQ workers
-       ./dev test [pytest args]        run the test suite
+       ./dev test [pytest args]        run the test suite (alone: ruff and mypy first)
        ./dev services start|stop|status   the embedded PostgreSQL and Redis
        ./dev lock [--upgrade-package NAME]   regenerate requirements.lock (all, or one package)
 
@@ -60,11 +63,8 @@ class Terminated(BaseException):
     """SIGTERM or SIGHUP arrived while not supervising: unwind and clean up."""
 
 
-def say(message: str) -> None:
-    print(f"[dev] {message}", flush=True)
-
-
 def data_dir() -> Path:
+    """The embedded servers' data folder: JOBTRACKER_DATA_DIR, else ``<checkout>/.data``."""
     return Path(os.environ.get("JOBTRACKER_DATA_DIR") or ROOT / ".data").expanduser().resolve()
 
 
@@ -74,7 +74,7 @@ def data_dir() -> Path:
 
 
 @contextlib.contextmanager
-def services() -> Iterator[None]:
+def service_urls() -> Iterator[None]:
     """Export DATABASE_URL and REDIS_URL for the children, starting the embedded
     servers when either is unset; give the embedded servers back on the way out."""
     missing = [name for name in ("DATABASE_URL", "REDIS_URL") if not os.environ.get(name)]
@@ -88,8 +88,8 @@ def services() -> Iterator[None]:
     try:
         # A Ctrl-C in the middle would leave a half-written state: act on it after.
         with _deferred_signals(pending):
-            urls = embedded.ensure_running(folder, lease=True)
-    except embedded.EmbeddedError as exc:
+            urls = services.ensure_running(folder, lease=True)
+    except EmbeddedError as exc:
         raise LauncherError(f"Could not start the embedded services: {exc}") from exc
     try:
         if pending:
@@ -103,7 +103,7 @@ def services() -> Iterator[None]:
         yield
     finally:
         with _deferred_signals([]):
-            if embedded.release(folder):
+            if services.release(folder):
                 say("Stopped the embedded PostgreSQL and Redis.")
 
 
@@ -128,26 +128,8 @@ def _raise_terminated(signum: int, _frame: object) -> None:
 # --------------------------------------------------------------------------
 
 
-def _parent_death_signal() -> Callable[[], None] | None:
-    """A preexec_fn that makes a child get SIGTERM if the launcher dies (Linux)."""
-    if not sys.platform.startswith("linux"):
-        return None
-    import ctypes
-
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        prctl = libc.prctl
-    except (OSError, AttributeError):
-        return None
-    pr_set_pdeathsig = 1
-
-    def preexec() -> None:
-        prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
-
-    return preexec
-
-
 def child_env() -> dict[str, str]:
+    """The environment of everything the commands run: ours, plus Django's settings."""
     env = dict(os.environ)
     env.setdefault("DJANGO_SETTINGS_MODULE", "jobtracker.settings")
     env["PYTHONUNBUFFERED"] = "1"
@@ -155,6 +137,7 @@ def child_env() -> dict[str, str]:
 
 
 def manage(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
+    """Run ``manage.py`` with ``args`` in the checkout."""
     return subprocess.run(
         [sys.executable, "manage.py", *args],
         cwd=ROOT,
@@ -165,151 +148,23 @@ def manage(*args: str, capture: bool = False) -> subprocess.CompletedProcess:
     )
 
 
-@dataclass
-class Child:
-    name: str
-    argv: list[str]
-    proc: subprocess.Popen | None = None
-    buffer: bytes = b""
-    returncode: int | None = None
-    open_pipe: bool = field(default=False)
+def run_in_foreground(argv: list[str]) -> int:
+    """Run ``argv`` in the checkout and return its exit code.
 
-
-class Supervisor:
-    """Runs children with prefixed output; one signal stops them all.
-
-    A child that exits on its own (not asked to) is a failure: everything else
-    is stopped and the launcher exits non-zero. Nothing is restarted, so a
-    crash is seen rather than hidden behind a restart loop.
+    The child shares our process group: Ctrl-C reaches it directly (pytest then
+    prints its summary); we only wait. SIGTERM and SIGHUP are passed on.
     """
-
-    def __init__(self, children: list[Child], on_tick: Callable[[], None] | None = None):
-        self.children = children
-        self.on_tick = on_tick
-        self.selector = selectors.DefaultSelector()
-        self.width = max(len(c.name) for c in children)
-        self.stop_reason: str | None = None
-        self.failed = False
-        self.signals: list[int] = []
-        self.stop_started = 0.0
-        self.escalation = 0
-
-    def _print(self, child: Child, line: bytes) -> None:
-        text = line.decode("utf-8", "replace").rstrip("\r\n")
-        sys.stdout.write(f"{child.name:<{self.width}} | {text}\n")
-        sys.stdout.flush()
-
-    def start(self) -> None:
-        preexec = _parent_death_signal()
-        env = child_env()
-        for child in self.children:
-            child.proc = subprocess.Popen(
-                child.argv,
-                cwd=ROOT,
-                env=env,
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                process_group=0,  # Ctrl-C reaches the launcher only; it forwards SIGTERM once
-                preexec_fn=preexec,
-            )
-            os.set_blocking(child.proc.stdout.fileno(), False)
-            self.selector.register(child.proc.stdout, selectors.EVENT_READ, child)
-            child.open_pipe = True
-
-    def _read(self, child: Child) -> None:
-        assert child.proc is not None and child.proc.stdout is not None
-        try:
-            chunk = os.read(child.proc.stdout.fileno(), 65536)
-        except BlockingIOError:
-            return
-        if not chunk:
-            self._close(child)
-            return
-        child.buffer += chunk
-        *lines, child.buffer = child.buffer.split(b"\n")
-        for line in lines:
-            self._print(child, line)
-
-    def _close(self, child: Child) -> None:
-        if child.buffer:
-            self._print(child, child.buffer)
-            child.buffer = b""
-        if child.open_pipe:
-            self.selector.unregister(child.proc.stdout)
-            child.proc.stdout.close()
-            child.open_pipe = False
-
-    def _signal_all(self, sig: int) -> None:
-        for child in self.children:
-            if child.proc is not None and child.proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(child.proc.pid, sig)
-
-    def request_stop(self, reason: str) -> None:
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_started = time.monotonic()
-            say(f"{reason}: stopping {', '.join(c.name for c in self.children)} ...")
-            self._signal_all(signal.SIGTERM)
-
-    def _escalate(self) -> None:
-        """Second step: SIGTERM again (RQ's cold shutdown); third: SIGKILL."""
-        self.escalation += 1
-        self.stop_started = time.monotonic()
-        if self.escalation == 1:
-            say("Still stopping: asking again (RQ cold shutdown); once more to kill.")
-            self._signal_all(signal.SIGTERM)
-        else:
-            say("Killing what is left.")
-            self._signal_all(signal.SIGKILL)
-
-    def run(self) -> int:
-        handlers = {}
-        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
-            handlers[sig] = signal.signal(sig, lambda s, _f: self.signals.append(s))
-        try:
-            self.start()
-            return self._loop()
-        finally:
-            for sig, handler in handlers.items():
-                signal.signal(sig, handler)
-            self._signal_all(signal.SIGKILL)  # only reached with live children on errors
-
-    def _loop(self) -> int:
-        exited_at: float | None = None
-        while True:
-            for key, _events in self.selector.select(timeout=0.2):
-                self._read(key.data)
-            while self.signals:
-                sig = self.signals.pop(0)
-                if self.stop_reason is None:
-                    self.request_stop(f"Got {signal.Signals(sig).name}")
-                else:
-                    self._escalate()
-            for child in self.children:
-                if child.returncode is None and child.proc.poll() is not None:
-                    child.returncode = child.proc.returncode
-                    if self.stop_reason is None:
-                        self.failed = True
-                        self.request_stop(
-                            f"{child.name} exited unexpectedly (code {child.returncode})"
-                        )
-            if self.stop_reason is not None and time.monotonic() - self.stop_started > STOP_GRACE:
-                self._escalate()
-            if all(c.returncode is not None for c in self.children):
-                # Drain what is left in the pipes (a grandchild may hold one
-                # open, so do not wait for EOF forever).
-                exited_at = exited_at or time.monotonic()
-                if not any(c.open_pipe for c in self.children) or time.monotonic() - exited_at > 1:
-                    for child in self.children:
-                        self._close(child)
-                    break
-            elif self.stop_reason is None and self.on_tick is not None:
-                self.on_tick()
-        for child in self.children:
-            say(f"{child.name} exited with code {child.returncode}")
-        return 1 if self.failed else 0
+    proc = subprocess.Popen(argv, cwd=ROOT, env=child_env(), preexec_fn=parent_death_signal())
+    old = {
+        signal.SIGINT: signal.signal(signal.SIGINT, lambda _s, _f: None),
+        signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, _f: proc.send_signal(s)),
+        signal.SIGHUP: signal.signal(signal.SIGHUP, lambda s, _f: proc.send_signal(s)),
+    }
+    try:
+        return proc.wait()
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------
@@ -368,7 +223,7 @@ def cmd_run(args: list[str]) -> int:
         raise LauncherError(f"PORT and WORKERS must be integers: {exc}") from None
     _check_port_free(host, port)
     _ensure_tesseract()
-    with services():
+    with service_urls():
         say("Applying migrations: manage.py migrate --noinput")
         if manage("migrate", "--noinput").returncode != 0:
             raise LauncherError("manage.py migrate failed; see above.")
@@ -397,9 +252,7 @@ def cmd_run(args: list[str]) -> int:
                     sys.executable,
                     "manage.py",
                     "rqworker",
-                    "high",
-                    "default",
-                    "low",
+                    *queues.QUEUES,
                     "--with-scheduler",
                 ],
             )
@@ -427,7 +280,7 @@ def cmd_run(args: list[str]) -> int:
             ):
                 say(line)
 
-        return Supervisor(children, on_tick=banner).run()
+        return Supervisor(children, cwd=ROOT, env=child_env(), on_tick=banner).run()
 
 
 def _apt_install(package: str, path: str, why: str) -> None:
@@ -475,28 +328,33 @@ def cmd_test(args: list[str]) -> int:
     _ensure_tesseract()
     _ensure_chromium()
     say(f"Chromium for browser tests: {os.environ['JOBTRACKER_CHROMIUM']}")
+    whole_suite = not args
+    if whole_suite:
+        _check("ruff check .", [sys.executable, "-m", "ruff", "check", "--quiet", "."])
+    else:
+        say("pytest arguments given: ruff and mypy skipped (`./dev test` alone runs them).")
     # Tests keep to their own Redis database (settings.TESTING), so a `./dev run`
     # on the same servers never takes a test's jobs.
-    with services():
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "pytest", *args],
-            cwd=ROOT,
-            env=child_env(),
-            preexec_fn=_parent_death_signal(),
-        )
-        # pytest shares our process group: Ctrl-C reaches it directly (and it
-        # prints its summary); we only wait. SIGTERM/SIGHUP are passed on.
-        old = {
-            signal.SIGINT: signal.signal(signal.SIGINT, lambda _s, _f: None),
-            signal.SIGTERM: signal.signal(signal.SIGTERM, lambda s, _f: proc.send_signal(s)),
-            signal.SIGHUP: signal.signal(signal.SIGHUP, lambda s, _f: proc.send_signal(s)),
-        }
-        try:
-            returncode = proc.wait()
-        finally:
-            for sig, handler in old.items():
-                signal.signal(sig, handler)
-    return returncode
+    with service_urls():
+        if whole_suite:
+            _type_check()
+        return run_in_foreground([sys.executable, "-m", "pytest", *args])
+
+
+def _type_check() -> None:
+    """mypy, configured in pyproject.toml, with the environment pytest gets (django-stubs
+    loads the settings)."""
+    _check("mypy", [sys.executable, "-m", "mypy"])
+
+
+def _check(name: str, argv: list[str]) -> None:
+    """Run one check of the whole suite; any finding (non-zero exit) fails ``./dev test``."""
+    started = time.monotonic()
+    returncode = run_in_foreground(argv)
+    took = f"[{time.monotonic() - started:.1f} s]"
+    if returncode != 0:
+        raise LauncherError(f"{name} failed (exit code {returncode}; findings above) {took}")
+    say(f"{name}: passed {took}")
 
 
 def cmd_services(args: list[str]) -> int:
@@ -505,10 +363,10 @@ def cmd_services(args: list[str]) -> int:
     if action == "start":
         started_at = time.monotonic()
         try:
-            urls = embedded.ensure_running(folder)
-        except embedded.EmbeddedError as exc:
+            urls = services.ensure_running(folder)
+        except EmbeddedError as exc:
             raise LauncherError(str(exc)) from exc
-        embedded.keep_running(folder)
+        services.keep_running(folder)
         verb = "Started" if urls["started"] else "Already running:"
         say(
             f"{verb} embedded PostgreSQL and Redis in {folder} "
@@ -519,10 +377,10 @@ def cmd_services(args: list[str]) -> int:
         say("They keep running until `./dev services stop`; manage.py finds them by itself.")
         return 0
     if action == "stop":
-        say("Stopped." if embedded.stop(folder) else f"Nothing was running for {folder}.")
+        say("Stopped." if services.stop(folder) else f"Nothing was running for {folder}.")
         return 0
     if action == "status":
-        info = embedded.status(folder)
+        info = services.status(folder)
         pg, redis = info["postgres"], info["redis"]
         print(f"data folder:  {info['data_dir']}")
         pg_state = f"running, pid {pg['pid']}" if pg else "stopped"
@@ -576,7 +434,3 @@ def main(argv: list[str] | None = None) -> int:
     except Terminated as exc:
         say(f"Got {signal.Signals(exc.args[0]).name}; stopped.")
         return 128 + exc.args[0]
-
-
-if __name__ == "__main__":
-    sys.exit(main())
