@@ -63,7 +63,7 @@ class StageRunInline(admin.TabularInline):
     model = StageRun
     extra = 0
     can_delete = False
-    fields = [
+    fields = readonly_fields = (
         "stage",
         "attempt",
         "status",
@@ -75,8 +75,7 @@ class StageRunInline(admin.TabularInline):
         "error_code",
         "error_message",
         "error_detail",
-    ]
-    readonly_fields = fields
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
@@ -86,8 +85,14 @@ class AuditEventInline(admin.TabularInline):
     model = AuditEvent
     extra = 0
     can_delete = False
-    fields = ["created_at", "action", "from_status", "to_status", "actor", "details"]
-    readonly_fields = fields
+    fields = readonly_fields = (
+        "created_at",
+        "action",
+        "from_status",
+        "to_status",
+        "actor",
+        "details",
+    )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False

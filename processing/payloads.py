@@ -1,8 +1,8 @@
-"""The job and matter objects of CONTRACT.md, built once for the API and live updates."""
+"""The job and matter objects of docs/api.md, built once for the API and the pages."""
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from django.urls import reverse
@@ -18,7 +18,16 @@ def iso(value: datetime | None) -> str | None:
     """An ISO 8601 UTC timestamp ending in Z, or None."""
     if value is None:
         return None
-    return value.astimezone(timezone.UTC).isoformat().replace("+00:00", "Z")
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+# How the stepper shows the stage a job stands at, by the job's status.
+_CURRENT_STAGE: dict[str, StageStatus] = {
+    JobStatus.PROCESSING: StageStatus.IN_PROGRESS,
+    JobStatus.FAILED: StageStatus.FAILED,
+    JobStatus.SKIPPED: StageStatus.SKIPPED,
+    JobStatus.CANCELLED: StageStatus.SKIPPED,
+}
 
 
 def stage_states(job: ProcessingJob) -> list[dict[str, str]]:
@@ -31,12 +40,7 @@ def stage_states(job: ProcessingJob) -> list[dict[str, str]]:
         elif position > job.stage_index:
             status = StageStatus.SKIPPED if job.status == JobStatus.SKIPPED else StageStatus.PENDING
         else:
-            status = {
-                JobStatus.PROCESSING: StageStatus.IN_PROGRESS,
-                JobStatus.FAILED: StageStatus.FAILED,
-                JobStatus.SKIPPED: StageStatus.SKIPPED,
-                JobStatus.CANCELLED: StageStatus.SKIPPED,
-            }.get(job.status, StageStatus.PENDING)
+            status = _CURRENT_STAGE.get(job.status, StageStatus.PENDING)
         out.append({"name": stage.name, "label": stage.label, "status": str(status)})
     return out
 

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.contrib.auth.models import AnonymousUser, User
 
 from processing.models import ProcessingJob, Role
 
-User = AbstractBaseUser | AnonymousUser
+Person = User | AnonymousUser
+"""Whoever makes a request: a signed-in account, or nobody (``request.user``)."""
+
+
+def account(person: Person | None) -> User | None:
+    """The signed-in account behind ``person``; None for nobody."""
+    return person if isinstance(person, User) and person.is_authenticated else None
 
 
 class Action(StrEnum):
@@ -37,7 +43,7 @@ def role_allows(role: str | None, action: Action) -> bool:
     return role is not None and action in ALLOWED.get(role, frozenset())
 
 
-def may_act_on_job(user: User, role: str | None, job: ProcessingJob, action: Action) -> bool:
+def may_act_on_job(user: Person, role: str | None, job: ProcessingJob, action: Action) -> bool:
     """True if the user may perform ``action`` on ``job`` (members may cancel their own)."""
     if role_allows(role, action):
         return True

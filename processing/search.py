@@ -130,7 +130,7 @@ def _candidates(
         CROSS JOIN query
         ORDER BY best.rank DESC, c.document_id, c.index
     """
-    params = {
+    params: dict[str, Any] = {
         "query": query,
         "matter": matter.pk,
         "count": count,
@@ -178,16 +178,17 @@ def _page_lengths(rows: list[dict[str, Any]]) -> dict[Any, list[tuple[int, int]]
 
 def _page_of_match(row: dict[str, Any], lengths: list[tuple[int, int]]) -> int:
     """The page of the snippet's first match; ``page_start`` when it cannot be placed."""
-    if row["page_start"] == row["page_end"] or _MARK_START not in row["headline"]:
-        return row["page_start"]
+    page_start, page_end = int(row["page_start"]), int(row["page_end"])
+    if page_start == page_end or _MARK_START not in row["headline"]:
+        return page_start
     headline = row["headline"]
     plain = headline.replace(_MARK_START, "").replace(_MARK_STOP, "").translate(_RESTORE)
     at = row["text"].find(plain)
     if at < 0:
-        return row["page_start"]
-    covered = [(n, length) for n, length in lengths if row["page_start"] <= n <= row["page_end"]]
+        return page_start
+    covered = [(n, length) for n, length in lengths if page_start <= n <= page_end]
     if not covered:
-        return row["page_start"]
+        return page_start
     return locate(covered, row["char_start"], at + headline.index(_MARK_START))
 
 

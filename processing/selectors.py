@@ -5,7 +5,6 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Count, QuerySet, Sum
 
 from processing.models import (
@@ -16,8 +15,7 @@ from processing.models import (
     ProcessingJob,
     ProcessingState,
 )
-
-User = AbstractBaseUser | AnonymousUser
+from processing.permissions import Person, account
 
 
 def parse_id(value: object) -> uuid.UUID | None:
@@ -28,50 +26,53 @@ def parse_id(value: object) -> uuid.UUID | None:
         return None
 
 
-def matters_for(user: User) -> QuerySet[Matter]:
-    """The matters ``user`` belongs to."""
-    if not getattr(user, "is_authenticated", False):
-        return Matter.objects.none()
-    return Matter.objects.filter(memberships__user=user)
+def memberships_of(person: Person) -> QuerySet[Membership]:
+    """The person's memberships, with their matters, by matter name."""
+    user = account(person)
+    if user is None:
+        return Membership.objects.none()
+    return Membership.objects.filter(user=user).select_related("matter").order_by("matter__name")
 
 
-def jobs_for(user: User) -> QuerySet[ProcessingJob]:
-    """Jobs in the matters ``user`` belongs to, with what the job object needs."""
-    if not getattr(user, "is_authenticated", False):
+def jobs_for(person: Person) -> QuerySet[ProcessingJob]:
+    """Jobs in the matters ``person`` belongs to, with what the job object needs."""
+    user = account(person)
+    if user is None:
         return ProcessingJob.objects.none()
     return ProcessingJob.objects.filter(matter__memberships__user=user).select_related("document")
 
 
-def matter_for(user: User, matter_id: object) -> tuple[Matter, str] | None:
-    """The matter with this id and the user's role on it, in one query.
+def matter_for(person: Person, matter_id: object) -> tuple[Matter, str] | None:
+    """The matter with this id and the person's role on it, in one query.
 
-    None when the id is malformed, or the matter is not one of the user's
-    (the caller answers 404 either way, so a matter's existence does not leak).
+    None when the id is malformed, or the matter is not one of theirs (the
+    caller answers 404 either way, so a matter's existence does not leak).
     """
     parsed = parse_id(matter_id)
-    if parsed is None or not getattr(user, "is_authenticated", False):
+    if parsed is None:
         return None
-    membership = (
-        Membership.objects.filter(matter_id=parsed, user=user).select_related("matter").first()
-    )
+    membership = memberships_of(person).filter(matter_id=parsed).first()
     return (membership.matter, membership.role) if membership else None
 
 
-def job_for(user: User, job_id: object, *, matter: Matter | None = None) -> ProcessingJob | None:
-    """The job with this id if it is in one of the user's matters (and in ``matter``, if given)."""
+def job_for(
+    person: Person, job_id: object, *, matter: Matter | None = None
+) -> ProcessingJob | None:
+    """The job with this id if it is in one of the person's matters (and in ``matter``)."""
     parsed = parse_id(job_id)
     if parsed is None:
         return None
-    jobs = jobs_for(user)
+    jobs = jobs_for(person)
     if matter is not None:
         jobs = jobs.filter(matter=matter)
     return jobs.filter(pk=parsed).first()
 
 
-def document_for(user: User, document_id: object) -> Document | None:
-    """The document with this id if it is in one of the user's matters."""
+def document_for(person: Person, document_id: object) -> Document | None:
+    """The document with this id if it is in one of the person's matters."""
     parsed = parse_id(document_id)
-    if parsed is None or not getattr(user, "is_authenticated", False):
+    user = account(person)
+    if parsed is None or user is None:
         return None
     return (
         Document.objects.filter(pk=parsed, matter__memberships__user=user)
@@ -108,10 +109,12 @@ def matter_ready_counts(matter_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str
             matter_id__in=matter_ids, processing_state=ProcessingState.PROCESSED
         )
         .values("matter_id")
-        .annotate(documents=Count("id"), pages=Sum("page_count"))
+        .annotate(documents=Count("id"), page_total=Sum("page_count"))
     )
-    for row in documents:
-        ready[row["matter_id"]].update(documents=row["documents"], pages=row["pages"] or 0)
+    for counted in documents:
+        ready[counted["matter_id"]].update(
+            documents=counted["documents"], pages=counted["page_total"] or 0
+        )
     entities = (
         Entity.objects.filter(
             matter_id__in=matter_ids, document__processing_state=ProcessingState.PROCESSED
@@ -119,8 +122,8 @@ def matter_ready_counts(matter_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str
         .values("matter_id")
         .annotate(n=Count("id"))
     )
-    for row in entities:
-        ready[row["matter_id"]]["entities"] = row["n"]
+    for found in entities:
+        ready[found["matter_id"]]["entities"] = found["n"]
     return ready
 
 

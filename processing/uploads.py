@@ -9,7 +9,6 @@ import uuid
 from pathlib import PurePath
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser
 from django.core.files.uploadedfile import UploadedFile
 from django.db import transaction
 
@@ -25,6 +24,7 @@ from processing.documents import (
 from processing.errors import StageError
 from processing.jobs import lifecycle
 from processing.models import Document, Matter, ProcessingJob
+from processing.permissions import Person, account
 
 
 class UploadRejected(Exception):
@@ -79,7 +79,7 @@ def _sha256(upload: UploadedFile) -> str:
 
 
 def accept_upload(
-    matter: Matter, upload: UploadedFile | None, *, by: AbstractBaseUser
+    matter: Matter, upload: UploadedFile | None, *, by: Person
 ) -> tuple[Document, ProcessingJob]:
     """Validate and store ``upload`` in ``matter`` and create its processing job."""
     if upload is None:
@@ -107,7 +107,7 @@ def accept_upload(
         document = Document(
             id=uuid.uuid4(),
             matter=matter,
-            uploaded_by=by,
+            uploaded_by=account(by),
             original_name=(upload.name or name)[:255],
             content_type=content_type,
             size=upload.size,

@@ -22,7 +22,7 @@ from django.test import Client
 from rq import SimpleWorker
 
 from processing.jobs.queues import QUEUES
-from processing.models import Matter, Membership, ProcessingJob, Role
+from processing.models import Document, Matter, Membership, ProcessingJob, Role
 from processing.tokens import create_token
 
 # --- the real-world corpus ---------------------------------------------------------------
@@ -217,6 +217,20 @@ def matter(make_matter: Callable[..., Matter], alice: Any) -> Matter:
 
 
 # --- documents made in the tests -------------------------------------------------------
+
+
+def stored_document(matter: Matter, by: Any, name: str = "a.pdf", page_count: int = 3) -> Document:
+    """A document row whose file is never read: for tests that drive the lifecycle by hand."""
+    return Document.objects.create(
+        matter=matter,
+        uploaded_by=by,
+        original_name=name,
+        file=f"x/{name}",
+        content_type="application/pdf",
+        size=100,
+        sha256=name.encode().hex()[:64].ljust(64, "0"),
+        page_count=page_count,
+    )
 
 
 def make_pdf(pages: list[str]) -> bytes:

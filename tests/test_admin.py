@@ -22,6 +22,7 @@ from processing.models import (
     ProcessingState,
     Role,
 )
+from tests.conftest import stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -41,17 +42,7 @@ def admin_client(staff: Any) -> Client:
 
 
 def _job(matter: Matter, alice: Any, name: str = "a.pdf") -> ProcessingJob:
-    document = Document.objects.create(
-        matter=matter,
-        uploaded_by=alice,
-        original_name=name,
-        file=f"x/{name}",
-        content_type="application/pdf",
-        size=100,
-        sha256=name.ljust(64, "0"),
-        page_count=3,
-    )
-    return lifecycle.create_job(document, by=alice)
+    return lifecycle.create_job(stored_document(matter, alice, name), by=alice)
 
 
 def _failed(matter: Matter, alice: Any, name: str = "broken.pdf") -> ProcessingJob:

@@ -1,4 +1,4 @@
-"""The JSON API as CONTRACT.md describes it: auth, scoping, roles, uploads, jobs, members.
+"""The JSON API as docs/api.md describes it: auth, scoping, roles, uploads, jobs, members.
 
 Every error is checked in full: the exact status, the ``{"error": {"code",
 "message", "details"}}`` envelope and the contract's code. Tests that need a
@@ -610,7 +610,7 @@ JOB_FIELDS: dict[str, Any] = {
 
 
 def assert_job_object(body: dict[str, Any], job: ProcessingJob) -> None:
-    """Every field of CONTRACT.md's job object, with its type and its ties to the rows."""
+    """Every field of the job object (docs/api.md), with its type and its ties to the rows."""
     missing = set(JOB_FIELDS) - set(body)
     assert not missing, missing
     for field, kind in JOB_FIELDS.items():
@@ -1191,7 +1191,7 @@ def test_openapi_document_lists_the_contract_paths() -> None:
         assert methods <= paths[path], (path, paths[path])
 
 
-@pytest.mark.xfail(strict=True, reason="in CONTRACT.md but not implemented yet")
+@pytest.mark.xfail(strict=True, reason="in the contract but not implemented yet")
 @pytest.mark.parametrize("path", sorted(NOT_YET_IMPLEMENTED_PATHS))
 def test_openapi_document_lists_the_contract_paths_still_missing(path: str) -> None:
     """Whoever adds one of these moves it to IMPLEMENTED_PATHS (strict: an XPASS fails)."""

@@ -21,6 +21,7 @@ from processing.jobs.states import (
 )
 from processing.models import AuditEvent, Document, ProcessingJob, StageRun
 from processing.pipeline.registry import Stage, get_pipeline, register
+from tests.conftest import stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -36,16 +37,7 @@ def queued_rq_ids() -> list[str]:
 
 @pytest.fixture
 def document(matter: Any, alice: Any) -> Document:
-    return Document.objects.create(
-        matter=matter,
-        uploaded_by=alice,
-        original_name="a.pdf",
-        file="x/a.pdf",
-        content_type="application/pdf",
-        size=100,
-        sha256="0" * 64,
-        page_count=3,
-    )
+    return stored_document(matter, alice)
 
 
 def _noop(ctx: Any) -> None:

@@ -28,6 +28,7 @@ from processing.models import (
     StageRun,
 )
 from processing.pipeline.registry import Stage, register
+from tests.conftest import stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -235,16 +236,7 @@ def twins(matter: Any, alice: Any) -> tuple[ProcessingJob, ProcessingJob]:
     """Two identical QUEUED jobs: one for the statements, one for the ORM."""
     jobs = []
     for name in ("statement.pdf", "orm.pdf"):
-        document = Document.objects.create(
-            matter=matter,
-            uploaded_by=alice,
-            original_name=name,
-            file=f"x/{name}",
-            content_type="application/pdf",
-            size=100,
-            sha256=name.ljust(64, "0"),
-            page_count=4,
-        )
+        document = stored_document(matter, alice, name, page_count=4)
         jobs.append(lifecycle.create_job(document, by=alice, job_type=THREE_STAGES))
     # Same creation times, so only what the transitions write can differ.
     now = timezone.now()

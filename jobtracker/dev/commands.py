@@ -433,4 +433,4 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except Terminated as exc:
         say(f"Got {signal.Signals(exc.args[0]).name}; stopped.")
-        return 128 + exc.args[0]
+        return 128 + int(exc.args[0])

@@ -11,7 +11,7 @@ from pydantic import Field
 from processing import matters as matter_service
 from processing import selectors
 from processing.api.base import ApiError, json_response, matter_or_404, require
-from processing.models import Membership, Role
+from processing.models import Role
 from processing.payloads import matter_payload
 from processing.permissions import Action
 
@@ -33,11 +33,7 @@ class MemberIn(Schema):
 
 @router.get("", summary="Matters the caller belongs to")
 def list_matters(request: HttpRequest) -> HttpResponse:
-    memberships = list(
-        Membership.objects.filter(user=request.user)
-        .select_related("matter")
-        .order_by("matter__name")
-    )
+    memberships = list(selectors.memberships_of(request.user))
     ids = [m.matter_id for m in memberships]
     counts, ready = selectors.matter_status_counts(ids), selectors.matter_ready_counts(ids)
     data = [

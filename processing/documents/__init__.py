@@ -12,7 +12,6 @@ from processing.documents.detect import (
     IMAGE_TYPES,
     PAGE_IMAGE_TYPES,
     PDF,
-    SNIFF_BYTES,
     SUPPORTED_FORMATS,
     SUPPORTED_TYPES,
     TEXT,
@@ -20,7 +19,7 @@ from processing.documents.detect import (
     detect_file,
     supported_description,
 )
-from processing.documents.encodings import detect_text_encoding
+from processing.documents.encodings import SNIFF_BYTES, detect_text_encoding
 from processing.documents.readers import DocumentReader, open_document
 from processing.documents.render import RenderedPage, RenderError
 

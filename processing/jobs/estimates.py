@@ -43,7 +43,9 @@ def seconds_per_item(stage: str) -> float | None:
     value: float | None = None
     if runs:
         per_item = [
-            (end - start).total_seconds() / max(items, 1) for start, end, items in runs if end
+            (end - start).total_seconds() / max(items, 1)
+            for start, end, items in runs
+            if start and end
         ]
         value = sum(per_item) / len(per_item) if per_item else None
     _history[stage] = (now, value)

@@ -39,7 +39,6 @@ from datetime import timedelta
 from typing import Any
 
 from django.conf import settings
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
@@ -60,11 +59,12 @@ from processing.models import (
     ProcessingState,
     StageRun,
 )
+from processing.permissions import Person, account
 from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline
 
 logger = logging.getLogger(__name__)
 
-Actor = AbstractBaseUser | AnonymousUser | None
+Actor = Person | None
 
 __all__ = [
     "InvalidTransition",
@@ -85,17 +85,13 @@ __all__ = [
 # --- helpers -------------------------------------------------------------------------
 
 
-def _actor(by: Actor) -> Any:
-    return by if by is not None and getattr(by, "is_authenticated", False) else None
-
-
 def _audit(
     job: ProcessingJob, action: str, by: Actor, *, from_status: str = "", **details: Any
 ) -> None:
     AuditEvent.objects.create(
         matter_id=job.matter_id,
         job=job,
-        actor=_actor(by),
+        actor=account(by),
         action=action,
         from_status=from_status,
         to_status=job.status,
@@ -182,7 +178,7 @@ def create_job(
             max_retries=settings.JOB_MAX_RETRIES if max_retries is None else max_retries,
             priority=priority,
             queue_name=_queue_for(document, priority),
-            created_by=_actor(by),
+            created_by=account(by),
             created_at=now,
             enqueued_at=now,
             updated_at=now,
@@ -318,8 +314,12 @@ def complete_stage(
 
 def backoff_seconds(auto_retries: int) -> float:
     """Delay before automatic retry number ``auto_retries`` (1-based): exponential, jittered."""
-    base = settings.RETRY_BACKOFF_BASE * (2 ** max(auto_retries - 1, 0))
-    return min(settings.RETRY_BACKOFF_MAX, base) * random.uniform(0.5, 1.0)
+    base = float(settings.RETRY_BACKOFF_BASE) * 2.0 ** max(auto_retries - 1, 0)
+    return min(float(settings.RETRY_BACKOFF_MAX), base) * random.uniform(0.5, 1.0)
+
+
+# What fail_stage records of every failed attempt, whether it is retried or not.
+_ATTEMPT_FIELDS = ("status", "error", "error_code", "error_detail", "items_done", "items_total")
 
 
 def fail_stage(
@@ -356,12 +356,7 @@ def fail_stage(
             _dispatch(job, when=job.next_attempt_at)
             _save(
                 job,
-                "status",
-                "error",
-                "error_code",
-                "error_detail",
-                "items_done",
-                "items_total",
+                *_ATTEMPT_FIELDS,
                 "auto_retries",
                 "retry_count",
                 "next_attempt_at",
@@ -380,16 +375,7 @@ def fail_stage(
         else:
             previous = _set_status(job, JobStatus.FAILED)
             job.finished_at = timezone.now()
-            _save(
-                job,
-                "status",
-                "error",
-                "error_code",
-                "error_detail",
-                "items_done",
-                "items_total",
-                "finished_at",
-            )
+            _save(job, *_ATTEMPT_FIELDS, "finished_at")
             _audit(job, "failed", None, from_status=previous, error_code=error.code)
     return job
 

@@ -155,7 +155,7 @@ def begin_stage(
     new IN_PROGRESS stage run; for a QUEUED job, a "started" audit event.
     Returns: the job with its document, and the stage run.
     """
-    params = {
+    params: dict[str, Any] = {
         "job": job_id,
         "dispatch": dispatch_id,
         "worker": worker,
@@ -204,7 +204,7 @@ def record_progress(
     Writes: the job's and the stage run's item counters, and the job's
     progress, which never goes down (``GREATEST``).
     """
-    params = {
+    params: dict[str, Any] = {
         "job": job.id,
         "dispatch": job.dispatch_id,
         "run": run.pk,
@@ -358,5 +358,7 @@ def prepare() -> None:
 
     with connection.cursor() as cursor:
         mogrify = getattr(cursor.cursor, "mogrify", None)
-        for sql in ALL if mogrify is not None else ():
+        if mogrify is None:
+            return
+        for sql in ALL:
             mogrify(sql, _Nulls())

@@ -120,21 +120,23 @@ def _copy(statement: str) -> Iterator[Any]:
 def _copy_statement(model: type[models.Model], columns: Sequence[str]) -> tuple[str, list[Any]]:
     """``COPY table (columns, defaulted columns) FROM STDIN`` and the defaulted values."""
     meta = model._meta
-    given = [meta.get_field(name) for name in columns]
+    fields = {f.name: f for f in meta.concrete_fields}
+    given = [fields[name] for name in columns]
     defaulted = [
         f for f in meta.concrete_fields if f not in given and not isinstance(f, models.AutoField)
     ]
     defaults = [f.get_db_prep_save(f.get_default(), connection) for f in defaulted]
     quote = connection.ops.quote_name
-    names = ", ".join(quote(f.column) for f in [*given, *defaulted])
+    names = ", ".join(quote(f.column) for f in [*given, *defaulted] if f.column)
     return f"COPY {quote(meta.db_table)} ({names}) FROM STDIN", defaults
 
 
 def _save_skipping_existing(
     model: type[models.Model], columns: Sequence[str], rows: Sequence[Sequence[Any]]
 ) -> None:
-    attnames = [model._meta.get_field(name).attname for name in columns]
-    model.objects.bulk_create(
+    fields = {f.name: f for f in model._meta.concrete_fields}
+    attnames = [fields[name].attname for name in columns]
+    model._default_manager.bulk_create(
         [model(**dict(zip(attnames, row, strict=True))) for row in rows],
         ignore_conflicts=True,
     )

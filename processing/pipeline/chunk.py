@@ -21,13 +21,17 @@ from __future__ import annotations
 import bisect
 import re
 import time
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.db.models import QuerySet
 
-from processing.jobs.context import StageContext
 from processing.models import DocumentChunk, DocumentPage
+
+if TYPE_CHECKING:
+    from processing.jobs.context import StageContext
 
 CHUNK_MIN = 1000
 CHUNK_MAX = 1500
@@ -124,7 +128,7 @@ class ChunkSpan:
     char_start: int
 
 
-def text_pages(document_id: object) -> QuerySet[DocumentPage]:
+def text_pages(document_id: uuid.UUID | str) -> QuerySet[DocumentPage]:
     """The document's pages that hold any text, in page order: what chunks are cut from."""
     return DocumentPage.objects.filter(document_id=document_id, text__regex=r"\S").order_by(
         "page_number"

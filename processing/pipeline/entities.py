@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from django.db import transaction
 from django.db.models import Count, Q
 
-from processing.jobs.context import StageContext
 from processing.models import DocumentPage, Entity
 from processing.pipeline.entity_finder import find_entities
+
+if TYPE_CHECKING:
+    from processing.jobs.context import StageContext
 
 FLUSH_PAGES = 32
 FLUSH_SECONDS = 0.5

@@ -57,7 +57,13 @@ from processing.models import Entity
 Kind = Entity.Kind
 
 # Which kind wins when two overlapping matches have the same length.
-_PRECEDENCE = {Kind.CITATION: 0, Kind.EMAIL: 1, Kind.MONEY: 2, Kind.PHONE: 3, Kind.DATE: 4}
+_PRECEDENCE: dict[str, int] = {
+    Kind.CITATION: 0,
+    Kind.EMAIL: 1,
+    Kind.MONEY: 2,
+    Kind.PHONE: 3,
+    Kind.DATE: 4,
+}
 
 MAX_LENGTH = 500  # Entity.text and Entity.value hold at most this many characters.
 
@@ -104,7 +110,7 @@ def _without_overlaps(candidates: list[Found]) -> list[Found]:
     return kept
 
 
-def _found(kind: str, text: str, start: int, end: int, value: str) -> Found | None:
+def _found(kind: Kind, text: str, start: int, end: int, value: str) -> Found | None:
     if end - start > MAX_LENGTH or len(value) > MAX_LENGTH or start >= end:
         return None
     return Found(kind, text[start:end], value, start, end)

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 
 from processing.documents import open_document
-from processing.jobs.context import StageContext
 from processing.models import Document, DocumentPage
 from processing.pipeline.checkpoints import stream_rows
+
+if TYPE_CHECKING:
+    from processing.jobs.context import StageContext
 
 FLUSH_SECONDS = 0.5
 FLUSH_CHARS = 4 * 1024 * 1024

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.contrib.postgres.search import SearchVector
 
-from processing.jobs.context import StageContext
 from processing.models import DocumentChunk
 from processing.search import search_config
+
+if TYPE_CHECKING:
+    from processing.jobs.context import StageContext
 
 BATCH_CHUNKS = 500
 

@@ -28,7 +28,7 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from django.conf import settings
 from django.db.models import Count, Q
@@ -41,8 +41,10 @@ from processing.documents import (
     tesseract,
 )
 from processing.errors import ServiceUnavailable
-from processing.jobs.context import StageContext
 from processing.models import DocumentPage
+
+if TYPE_CHECKING:
+    from processing.jobs.context import StageContext
 
 logger = logging.getLogger(__name__)
 
@@ -186,7 +188,8 @@ def _read_page(reader: DocumentReader, index: int) -> dict[str, Any]:
     except RenderError as error:
         logger.info("page %d could not be drawn: %r", index + 1, error.__cause__ or error)
         return _failed(str(error))
-    low, high = rendered.image.getextrema()
+    # Pages are drawn in grayscale ("L"): one band, so one (lowest, highest) pair.
+    low, high = cast(tuple[int, int], rendered.image.getextrema())
     if high - low < _BLANK_CONTRAST:
         return _failed("The page is blank: there is no text to read.", rendered.describe())
     try:

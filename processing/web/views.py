@@ -12,7 +12,7 @@ from django.views.decorators.http import require_POST
 
 from processing import selectors
 from processing.matters import create_matter
-from processing.models import DocumentPage, Matter, Membership
+from processing.models import DocumentPage, Matter
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
@@ -36,11 +36,7 @@ def matter_list(request: HttpRequest) -> HttpResponse:
         else:
             matter = create_matter(name[:200], owner=request.user)
             return redirect("matter-detail", matter_id=matter.pk)
-    memberships = (
-        Membership.objects.filter(user=request.user)
-        .select_related("matter")
-        .order_by("matter__name")
-    )
+    memberships = list(selectors.memberships_of(request.user))
     counts = selectors.matter_status_counts([m.matter_id for m in memberships])
     rows = [(m.matter, m.role, counts[m.matter_id]) for m in memberships]
     return render(request, "processing/matter_list.html", {"rows": rows})

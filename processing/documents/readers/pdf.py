@@ -24,6 +24,7 @@ from pathlib import Path
 import pypdf
 import pypdfium2
 from pypdf.errors import DependencyError, FileNotDecryptedError, PdfReadError
+from pypdf.generic import DictionaryObject
 
 from processing.documents.detect import PDF
 from processing.documents.readers.base import DocumentReader, TextBudget, clean_text
@@ -156,7 +157,10 @@ class _PypdfReader(DocumentReader):
 def _declares_no_pages(reader: pypdf.PdfReader) -> bool:
     """True when the catalog's page tree says, in so many words, that there are no pages."""
     try:
-        pages = reader.trailer["/Root"]["/Pages"]
+        root = reader.trailer["/Root"]
+        pages = root["/Pages"] if isinstance(root, DictionaryObject) else None
+        if not isinstance(pages, DictionaryObject):
+            return False
         return int(pages.get("/Count", -1)) == 0 and not pages.get("/Kids")
     except (KeyError, TypeError, ValueError, AttributeError, PdfReadError):
         return False
