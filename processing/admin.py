@@ -157,18 +157,9 @@ class DocumentAdmin(admin.ModelAdmin):
     list_filter = ["content_type", "processing_state"]
     search_fields = ["original_name", "sha256"]
     # What was uploaded and how far its processing got are facts, written by the
-    # upload service and the lifecycle; staff may only rename a document.
-    readonly_fields = [
-        "matter",
-        "uploaded_by",
-        "file",
-        "content_type",
-        "size",
-        "sha256",
-        "page_count",
-        "processing_state",
-        "created_at",
-    ]
+    # upload service and the lifecycle; staff may only rename a document (a field
+    # added later is read-only too until someone decides otherwise).
+    readonly_fields = [f.name for f in Document._meta.fields if f.name not in ("original_name",)]
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
