@@ -4,14 +4,17 @@ Every transition follows the same steps: lock the job row, check the move
 against :mod:`processing.jobs.states`, write the job (status and its timestamp in
 one update), its stage run and an :class:`AuditEvent`, and register the side
 effects (enqueueing the next RQ job) with ``transaction.on_commit`` so that
-nothing is enqueued that the database does not hold.
+nothing is enqueued that the database does not hold. The worker's three
+per-stage steps (``begin_stage``, ``record_progress``, ``complete_stage``) do
+all of that in one SQL statement each, written out in
+:mod:`processing.jobs.statements`; everything else goes through the models.
 
 Transitions, and who calls them:
 
 =====================  ===========================  ==============================
 function               job status                   called by
 =====================  ===========================  ==============================
-``create_job``         (new) -> QUEUED              upload (view, API)
+``create_job``         (new) -> QUEUED              upload service (pages, API)
 ``begin_stage``        QUEUED -> PROCESSING         worker, before a stage runs
 ``record_progress``    PROCESSING (counters only)   stage context, throttled
 ``complete_stage``     PROCESSING -> PROCESSING     worker: next stage enqueued
@@ -25,7 +28,8 @@ function               job status                   called by
 ``prioritize``         QUEUED (queue only)          person
 =====================  ===========================  ==============================
 
-Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
+A person's actions reach these through :mod:`processing.jobs.actions`, which the
+API, the pages and admin share. Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
 issues a new one, so a stale or duplicated queue entry finds a different token
 and does nothing.
 """
