@@ -29,7 +29,9 @@ function               job status                   called by
 =====================  ===========================  ==============================
 
 A person's actions reach these through :mod:`processing.jobs.actions`, which the
-API, the pages and admin share. Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
+API, the pages and admin share.
+
+Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
 issues a new one, so a stale or duplicated queue entry finds a different token
 and does nothing.
 """
