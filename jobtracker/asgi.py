@@ -1,4 +1,4 @@
-"""ASGI entry point: Django for HTTP (websocket routing joins with the live dashboard)."""
+"""ASGI entry point: Django for HTTP, the live websockets of processing.live for the rest."""
 
 import os
 
@@ -7,6 +7,11 @@ from django.core.asgi import get_asgi_application
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "jobtracker.settings")
 django_asgi_app = get_asgi_application()
 
-from channels.routing import ProtocolTypeRouter  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
-application = ProtocolTypeRouter({"http": django_asgi_app})
+from processing.live.auth import live_auth  # noqa: E402
+from processing.live.routing import websocket_urlpatterns  # noqa: E402
+
+application = ProtocolTypeRouter(
+    {"http": django_asgi_app, "websocket": live_auth(URLRouter(websocket_urlpatterns))}
+)

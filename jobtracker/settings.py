@@ -197,14 +197,22 @@ RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": STAGE_TIMEOUT} for name
 RQ_SHOW_ADMIN_LINK = True
 RQ = {"WORKER_CLASS": "processing.jobs.worker.Worker"}
 
+# Redis pub/sub channels are not kept apart by database number, so the live channels
+# carry it in their names: tests and a `./dev run` on the same server never cross.
+LIVE_PREFIX = f"jobtracker:{max(REDIS_DB, 0)}:"
+# The pub-sub layer: under load the core layer drops whole messages past its
+# per-channel capacity without a word; pub-sub delivers them all (late, if it must).
+# bench/push_latency.py measures both.
 CHANNEL_LAYERS = {
     "default": {
-        "BACKEND": "channels_redis.core.RedisChannelLayer",
-        "CONFIG": {
-            "hosts": [REDIS_URL],
-        },
+        "BACKEND": os.environ.get(
+            "CHANNEL_LAYER_BACKEND", "channels_redis.pubsub.RedisPubSubChannelLayer"
+        ),
+        "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{LIVE_PREFIX}asgi"},
     }
 }
+# A job's progress is pushed at most this often (status changes are pushed at once).
+LIVE_PROGRESS_INTERVAL = float(os.environ.get("LIVE_PROGRESS_INTERVAL", "0.4"))
 
 LOGGING = {
     "version": 1,

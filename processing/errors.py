@@ -94,3 +94,17 @@ class InternalError(TransientError):
 
 class StageCancelled(Exception):
     """Raised inside a stage when the job was cancelled; not an error."""
+
+
+SUGGESTED_ACTIONS: dict[str, str] = {
+    CorruptDocument.code: "Check that the file opens on your computer, then upload a good copy.",
+    EncryptedDocument.code: "Remove the password (save an unprotected copy) and upload that.",
+    DocumentTooComplex.code: "Split the document into smaller files and upload those.",
+    StageTimeout.code: "Retry it; if it times out again, ask staff to look at it.",
+    ServiceUnavailable.code: "Retry it in a few minutes.",
+    WorkerLost.code: "Retry it; if it fails again, ask staff to look at it.",
+    InternalError.code: "Retry it; if it fails again, ask staff to look at it.",
+    "INVALID_SEARCH_LANGUAGE": "Ask staff to fix the matter's search language, then retry.",
+    "EXTERNAL_STAGE_FAILED": "Retry it, or ask whoever runs the external service.",
+}
+"""What a person can do about a job that failed with each code (shown beside its error)."""

@@ -5,8 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from django.db.models import Count, QuerySet, Sum
+from django.db.models import Avg, Count, Q, QuerySet, Sum
 
+from processing.jobs import estimates
+from processing.jobs.states import ACTIVE_JOB_STATUSES, JobStatus
 from processing.models import (
     Document,
     Entity,
@@ -125,6 +127,43 @@ def matter_ready_counts(matter_ids: list[uuid.UUID]) -> dict[uuid.UUID, dict[str
     for found in entities:
         ready[found["matter_id"]]["entities"] = found["n"]
     return ready
+
+
+def matter_summary(matter_id: uuid.UUID) -> dict[str, Any]:
+    """What a matter's banner and counts show, and the ``matter.summary`` event carries.
+
+    The jobs' counts by status and the active jobs' average progress come from
+    one aggregate query, the documents' from one more, the entities found so far
+    from a third, whatever the size of the matter; the ETA is the latest of its
+    active jobs' (see :func:`processing.jobs.estimates.matter_eta`).
+    """
+    jobs = ProcessingJob.objects.filter(matter_id=matter_id)
+    counts = jobs.aggregate(
+        **{
+            status.lower(): Count("pk", filter=Q(status=status))
+            for status in (
+                JobStatus.QUEUED,
+                JobStatus.PROCESSING,
+                JobStatus.COMPLETED,
+                JobStatus.FAILED,
+                JobStatus.CANCELLED,
+                JobStatus.SKIPPED,
+            )
+        },
+        progress=Avg("progress", filter=Q(status__in=ACTIVE_JOB_STATUSES)),
+    )
+    documents = Document.objects.filter(matter_id=matter_id).aggregate(
+        documents=Count("pk"),
+        indexed=Count("pk", filter=Q(processing_state=ProcessingState.PROCESSED)),
+    )
+    active = counts["queued"] + counts["processing"]
+    return {
+        **counts,
+        "progress": round(counts["progress"] or 0),
+        "eta_seconds": estimates.matter_eta(matter_id) if active else None,
+        **documents,
+        "entities": Entity.objects.filter(matter_id=matter_id).count(),
+    }
 
 
 def entities_by_kind(document: Document) -> list[dict[str, Any]]:

@@ -258,6 +258,8 @@ def cmd_run(args: list[str]) -> int:
             )
             for i in range(1, workers + 1)
         ]
+        # Pushes every job change to the pages' websockets (processing.live.relay).
+        children.append(Child("live", [sys.executable, "manage.py", "live_relay"]))
         shown = host if host not in ("0.0.0.0", "::", "") else "localhost"
         if ":" in shown:
             shown = f"[{shown}]"

@@ -36,7 +36,7 @@ def _own_connection() -> Redis:
     return django_rq.get_connection("default")
 
 
-def _connection() -> Redis:
+def redis_connection() -> Redis:
     """The running RQ job's connection inside a worker, else this process's own client.
 
     A forking worker runs each stage in a new work horse, which already holds a fresh
@@ -65,7 +65,7 @@ def enqueue_stage(
 
     ``timeout`` is how long the stage may run (default ``settings.STAGE_TIMEOUT``).
     """
-    queue = django_rq.get_queue(queue_name, connection=_connection())
+    queue = django_rq.get_queue(queue_name, connection=redis_connection())
     options = {
         "job_id": rq_job_id(job_id, dispatch_id),
         "job_timeout": timeout or settings.STAGE_TIMEOUT,

@@ -11,6 +11,7 @@ and the ETA is None rather than a guess.
 from __future__ import annotations
 
 import time
+import uuid
 from datetime import datetime, timedelta
 
 from django.db.models import Q
@@ -124,6 +125,25 @@ def _worker_count() -> int:
         return max(Worker.count(connection=get_connection("default")), 1)
     except Exception:  # Redis down: the estimate is still worth something.
         return 1
+
+
+def matter_eta(matter_id: uuid.UUID | str, *, now: datetime | None = None) -> int | None:
+    """Seconds until the last of a matter's active jobs is expected to finish.
+
+    The running jobs (at most one per worker) and the matter's last queued job,
+    whose wait counts everything ahead of it.
+    """
+    now = now or timezone.now()
+    jobs = ProcessingJob.objects.filter(matter_id=matter_id).select_related("document")
+    last_queued = jobs.filter(status=JobStatus.QUEUED).order_by("-enqueued_at").first()
+    candidates = [*jobs.filter(status=JobStatus.PROCESSING), last_queued]
+    etas = [
+        eta_seconds(job, now=now, position=queue_position(job))
+        for job in candidates
+        if job is not None
+    ]
+    known = [eta for eta in etas if eta is not None]
+    return max(known) if known else None
 
 
 def estimated_completion(eta: int | None, now: datetime) -> datetime | None:

@@ -58,6 +58,7 @@ from processing.jobs.states import (
     check_job_transition,
     check_stage_transition,
 )
+from processing.live import notices
 from processing.models import (
     AuditEvent,
     Document,
@@ -153,6 +154,12 @@ def _dispatch(job: ProcessingJob, *, at_front: bool = False, when: Any = None) -
     )
 
 
+def _announce(job: ProcessingJob, kind: notices.Kind = "status") -> None:
+    """Tell the live relay about the change once it is committed (now, in autocommit)."""
+    job_id, matter_id = job.id, job.matter_id
+    transaction.on_commit(lambda: notices.announce(job_id, matter_id, kind))
+
+
 def _save(job: ProcessingJob, *fields: str) -> None:
     job.updated_at = timezone.now()
     job.save(update_fields=[*fields, "updated_at"])
@@ -192,6 +199,7 @@ def create_job(
         _dispatch(job)
         job.save(force_insert=True)
         _audit(job, "created", by, queue=job.queue_name)
+        _announce(job)
     return job
 
 
@@ -222,7 +230,10 @@ def begin_stage(
     PROCESSING changes no status. Returns the job, with its document, and the
     new stage run.
     """
-    return statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
+    started = statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
+    if started is not None:
+        _announce(started[0])
+    return started
 
 
 def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
@@ -237,6 +248,7 @@ def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int)
     )
     if ours:
         job.items_done, job.items_total, job.progress = done, total, progress
+        _announce(job, "progress")
     return ours
 
 
@@ -315,6 +327,7 @@ def complete_stage(
     job.progress, job.updated_at = progress, now
     job.error = job.error_code = None
     job.error_detail = ""
+    _announce(job)
     return job
 
 
@@ -383,6 +396,7 @@ def fail_stage(
             job.finished_at = timezone.now()
             _save(job, *_ATTEMPT_FIELDS, "finished_at")
             _audit(job, "failed", None, from_status=previous, error_code=error.code)
+        _announce(job)
     return job
 
 
@@ -421,6 +435,7 @@ def retry(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
             "dispatch_id",
         )
         _audit(job, "retried", by, from_status=previous, stage=job.current_stage)
+        _announce(job)
     return job
 
 
@@ -448,6 +463,7 @@ def _stop_for_good(job: ProcessingJob, target: str, action: str, *, by: Actor) -
             processing_state=ProcessingState.INCOMPLETE
         )
         _audit(job, action, by, from_status=previous, stage=job.current_stage)
+        _announce(job)
     return job
 
 
@@ -471,4 +487,5 @@ def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
         _dispatch(job, at_front=True)
         _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
         _audit(job, "prioritized", by, from_status=JobStatus.QUEUED)
+        _announce(job)
     return job

@@ -9,6 +9,9 @@ urlpatterns = [
     path("matters/<str:matter_id>/", views.matter_detail, name="matter-detail"),
     path("matters/<str:matter_id>/upload", views.upload, name="matter-upload"),
     path("matters/<str:matter_id>/search", views.matter_search, name="matter-search"),
+    path("matters/<str:matter_id>/summary", views.matter_summary, name="matter-summary"),
     path("jobs/<str:job_id>/", views.job_detail, name="job-detail"),
+    path("jobs/<str:job_id>/row", views.job_row, name="job-row"),
+    path("jobs/<str:job_id>/history", views.job_history, name="job-history"),
     path("documents/<str:document_id>/", views.document_detail, name="document-detail"),
 ]

@@ -6,17 +6,21 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from processing import selectors
+from processing.jobs.states import JobStatus
 from processing.matters import create_matter
-from processing.models import DocumentPage, Matter
+from processing.models import DocumentPage, Matter, ProcessingJob
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
 from processing.uploads import UploadRejected, accept_upload
+from processing.web.display import job_view, summary_view
 
 
 def _matter_or_404(request: HttpRequest, matter_id: str) -> tuple[Matter, str]:
@@ -42,22 +46,80 @@ def matter_list(request: HttpRequest) -> HttpResponse:
     return render(request, "processing/matter_list.html", {"rows": rows})
 
 
+JOBS_PER_PAGE = 50
+STATUS_FILTERS = [("", "All"), *((status.value, status.label) for status in JobStatus)]
+
+# A polled fragment of a finished job answers 286: htmx stops polling it.
+STOP_POLLING = 286
+
+
 @login_required
 def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
-    """One matter: its upload form and its jobs with status and stage."""
+    """One matter: its banner and counts, its upload form, and its jobs, live."""
     matter, role = _matter_or_404(request, matter_id)
-    jobs = matter.jobs.select_related("document").order_by("-created_at")[:100]
+    status = request.GET.get("status", "")
+    jobs = matter.jobs.select_related("document").order_by("-created_at", "-id")
+    if status in JobStatus.values:
+        jobs = jobs.filter(status=status)
+    else:
+        status = ""
+    pages = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
+    now = timezone.now()
     return render(
         request,
         "processing/matter_detail.html",
         {
             "matter": matter,
+            "matter_id": matter.pk,
             "role": role,
             "can_upload": role_allows(role, Action.UPLOAD),
-            "jobs": [job_payload(j) for j in jobs],
-            "ready": selectors.matter_ready_counts([matter.pk])[matter.pk],
+            "jobs": [job_view(job_payload(job, now=now), now) for job in pages],
+            "pages": pages,
+            "status": status,
+            "status_filters": STATUS_FILTERS,
+            "summary": summary_view(selectors.matter_summary(matter.pk)),
         },
     )
+
+
+@login_required
+def matter_summary(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """The matter's banner and counts, for pages polling while their socket is down."""
+    matter, _role = _matter_or_404(request, matter_id)
+    return render(
+        request,
+        "processing/matter_detail.html#summary",
+        {"matter_id": matter.pk, "summary": summary_view(selectors.matter_summary(matter.pk))},
+    )
+
+
+@login_required
+def job_row(request: HttpRequest, job_id: str) -> HttpResponse:
+    """One job's row of the matter page (polled while the socket is down; 286 once finished)."""
+    job = _job_or_404(request, job_id)
+    view = job_view(job_payload(job))
+    response = render(request, "processing/matter_detail.html#job-row", {"job": view})
+    if view["finished"]:
+        response.status_code = STOP_POLLING
+    return response
+
+
+@login_required
+def job_history(request: HttpRequest, job_id: str) -> HttpResponse:
+    """One job's timeline and audit trail (polled by its page; 286 once finished)."""
+    job = _job_or_404(request, job_id)
+    view = job_view(job_detail_payload(job))
+    response = render(request, "processing/job_detail.html#history", {"job": view})
+    if view["finished"]:
+        response.status_code = STOP_POLLING
+    return response
+
+
+def _job_or_404(request: HttpRequest, job_id: str) -> ProcessingJob:
+    job = selectors.job_for(request.user, job_id)
+    if job is None:
+        raise Http404("No such job.")
+    return job
 
 
 @login_required
@@ -101,10 +163,8 @@ def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
 @login_required
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job: its stages, history and audit trail."""
-    job = selectors.job_for(request.user, job_id)
-    if job is None:
-        raise Http404("No such job.")
-    return render(request, "processing/job_detail.html", {"job": job_detail_payload(job)})
+    job = _job_or_404(request, job_id)
+    return render(request, "processing/job_detail.html", {"job": job_view(job_detail_payload(job))})
 
 
 @login_required

@@ -1,0 +1,71 @@
+"""Group names and what one push carries: the one place that decides both.
+
+A push for a matter goes to the group ``matter-<id>``, which both websockets of
+the matter join. It carries the changed jobs' full current state twice over:
+rendered as the same fragments the pages render (for the dashboard, swapped in
+by id with htmx's ``hx-swap-oob``), and as the API's job objects (for the event
+feed); and the matter's summary, as the banner fragment and, when it changed,
+as a ``matter.summary`` event.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable
+from typing import Any
+
+from django.template.loader import render_to_string
+from django.utils import timezone
+
+from processing import selectors
+from processing.models import ProcessingJob
+from processing.payloads import job_detail_payload, job_payload
+from processing.web.display import job_view, summary_view
+
+_HISTORY = ("stage_history", "audit")
+
+UPDATE = "live.update"
+"""The channel-layer message type of a push (the consumers' ``live_update``)."""
+
+
+def group(matter_id: uuid.UUID | str) -> str:
+    """The channel-layer group of a matter's websockets."""
+    return f"matter-{matter_id}"
+
+
+def build_update(
+    matter_id: uuid.UUID | str,
+    job_ids: Iterable[uuid.UUID | str],
+    *,
+    with_history: bool = False,
+    previous_summary: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """One push for ``matter_id``: the jobs' current state and the matter's summary.
+
+    ``with_history`` adds each job's stage history and audit trail (for its job
+    page): pushes for a status change carry it, progress pushes do not.
+    ``previous_summary`` is the summary last pushed for the matter: a
+    ``matter.summary`` event is included only when the summary differs.
+    """
+    now = timezone.now()
+    jobs = ProcessingJob.objects.filter(pk__in=list(job_ids), matter_id=matter_id)
+    shown = [
+        job_detail_payload(job) if with_history else job_payload(job, now=now)
+        for job in jobs.select_related("document")
+    ]
+    payloads = [{k: v for k, v in job.items() if k not in _HISTORY} for job in shown]
+    summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
+    html = render_to_string(
+        "processing/_live_update.html",
+        {
+            "jobs": [job_view(job, now) for job in shown],
+            "summary": summary_view(summary),
+            "matter_id": matter_id,
+            "with_history": with_history,
+            "oob": True,
+        },
+    )
+    events: list[dict[str, Any]] = [{"type": "job.updated", "job": p} for p in payloads]
+    if summary != previous_summary:
+        events.append({"type": "matter.summary", "summary": summary})
+    return {"type": UPDATE, "html": html, "events": events, "summary": summary}

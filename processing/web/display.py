@@ -1,0 +1,213 @@
+"""What the pages show of a job and of a matter: steps, status words, times, advice.
+
+The job object of the API (:mod:`processing.payloads`) is the source; this adds
+what a person reads. The pages and the live pushes both render through here,
+so a job looks the same however it reached the browser.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from django.utils import timezone
+from django.utils.dateparse import parse_datetime
+
+from processing.errors import SUGGESTED_ACTIONS
+from processing.jobs.states import JobStatus, StageStatus
+
+# The stepper's word for each state, for screen readers and for anyone who does not
+# tell colours apart; the icon is decoration.
+STEP_STATES = {
+    "done": ("✓", "done"),
+    "current": ("●", "in progress"),
+    "waiting": ("○", "waiting"),
+    "failed": ("✕", "failed"),
+    "skipped": ("↷", "skipped"),
+}
+_STAGE_STEP = {
+    StageStatus.COMPLETED: "done",
+    StageStatus.IN_PROGRESS: "current",
+    StageStatus.PENDING: "waiting",
+    StageStatus.FAILED: "failed",
+    StageStatus.SKIPPED: "skipped",
+}
+STATUS_WORDS = {
+    JobStatus.QUEUED: ("⏳", "Queued"),
+    JobStatus.PROCESSING: ("⚙", "Processing"),
+    JobStatus.COMPLETED: ("✓", "Done"),
+    JobStatus.FAILED: ("✕", "Failed"),
+    JobStatus.CANCELLED: ("⊘", "Cancelled"),
+    JobStatus.SKIPPED: ("↷", "Skipped"),
+}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a job's stepper."""
+
+    label: str
+    state: str
+
+    @property
+    def icon(self) -> str:
+        """The step's symbol."""
+        return STEP_STATES[self.state][0]
+
+    @property
+    def words(self) -> str:
+        """The step's state in words."""
+        return STEP_STATES[self.state][1]
+
+
+def about(seconds: float) -> str:
+    """A duration as people say it: "less than a minute", "about 4 min", "about 2 h 5 min"."""
+    if seconds < 45:
+        return "less than a minute"
+    minutes = round(seconds / 60)
+    if minutes < 60:
+        return f"about {minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"about {hours} h {minutes} min" if minutes else f"about {hours} h"
+
+
+def ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th … 11th, 12th, 13th … 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def ago(iso: str | None, now: datetime) -> str:
+    """An ISO time as "just now", "5 min ago", "3 h ago" or a date (pages refine it in the
+    reader's own time zone)."""
+    moment = parse_datetime(iso) if iso else None
+    if moment is None:
+        return ""
+    seconds = (now - moment).total_seconds()
+    if seconds < 45:
+        return "just now"
+    if seconds < 3600:
+        return f"{round(seconds / 60)} min ago"
+    if seconds < 86400:
+        return f"{round(seconds / 3600)} h ago"
+    return f"{moment:%Y-%m-%d %H:%M} UTC"
+
+
+def steps(job: dict[str, Any]) -> list[Step]:
+    """Queued, each stage of the job's pipeline, then Done."""
+    status = job["status"]
+    never_started = status == JobStatus.QUEUED and job["started_at"] is None
+    out = [Step("Queued", "current" if never_started else "done")]
+    out += [Step(s["label"], _STAGE_STEP[s["status"]]) for s in job["stages"]]
+    if status == JobStatus.COMPLETED:
+        done = "done"
+    elif status in (JobStatus.CANCELLED, JobStatus.SKIPPED):
+        done = "skipped"
+    else:
+        done = "waiting"
+    out.append(Step("Done", done))
+    return out
+
+
+def job_view(job: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+    """The job object with what a person reads: steps, status in words, the wait, advice.
+
+    A job object with ``stage_history`` and ``audit`` (the job page's) gets them
+    in words too.
+    """
+    now = now or timezone.now()
+    status = job["status"]
+    icon, word = STATUS_WORDS[status]
+    active = status in (JobStatus.QUEUED, JobStatus.PROCESSING)
+    view = {
+        **job,
+        "steps": steps(job),
+        "status_icon": icon,
+        "status_word": word,
+        "finished": not active,
+        "position_text": "",
+        "retry_text": "",
+        "retry_until": None,
+        "eta_text": "",
+        "eta_until": None,
+        "suggestion": SUGGESTED_ACTIONS.get(job["error_code"] or "", ""),
+        "created_ago": ago(job["created_at"], now),
+        "completed_ago": ago(job["completed_at"], now),
+    }
+    due = parse_datetime(job["next_attempt_at"]) if job["next_attempt_at"] else None
+    if status == JobStatus.QUEUED and due is not None and due > now:
+        view["retry_text"] = f"next attempt in {round((due - now).total_seconds())} s"
+        view["retry_until"] = job["next_attempt_at"]
+    elif status == JobStatus.QUEUED and job["queue_position"]:
+        view["position_text"] = f"{ordinal(job['queue_position'])} in line"
+    if active:
+        if job["eta_seconds"] is None:
+            view["eta_text"] = "estimating…"
+        else:
+            view["eta_text"] = f"{about(job['eta_seconds'])} left"
+            view["eta_until"] = job["estimated_completion"]
+    if "stage_history" in job:
+        view["stage_history"] = [_run_view(run, job) for run in job["stage_history"]]
+        view["audit"] = [
+            {
+                **event,
+                "words": _AUDIT_WORDS.get(event["action"], event["action"]),
+                "ago": ago(event["at"], now),
+            }
+            for event in job["audit"]
+        ]
+    return view
+
+
+_AUDIT_WORDS = {
+    "created": "uploaded it",
+    "started": "started processing",
+    "completed": "finished processing",
+    "retry_scheduled": "scheduled an automatic retry",
+    "failed": "stopped on an error",
+    "retried": "retried it",
+    "skipped": "skipped it",
+    "cancelled": "cancelled it",
+    "prioritized": "moved it to the front of the queue",
+}
+
+
+def _run_view(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+    labels = {stage["name"]: stage["label"] for stage in job["stages"]}
+    took = run["duration_ms"]
+    return {
+        **run,
+        "started_ago": ago(run["started_at"], timezone.now()),
+        "label": labels.get(run["stage"], run["stage"]),
+        "status_word": _STAGE_WORDS.get(run["status"], run["status"]),
+        "took": None if took is None else (f"{took} ms" if took < 1000 else f"{took / 1000:.1f} s"),
+    }
+
+
+_STAGE_WORDS = {
+    StageStatus.PENDING: "waiting",
+    StageStatus.IN_PROGRESS: "running",
+    StageStatus.COMPLETED: "completed",
+    StageStatus.FAILED: "failed",
+    StageStatus.SKIPPED: "stopped",
+}
+
+
+def summary_view(summary: dict[str, Any]) -> dict[str, Any]:
+    """The matter banner and counts: "Processing 3 documents — 41% complete · about 4 min left"."""
+    active = summary["queued"] + summary["processing"]
+    parts = []
+    if active:
+        parts.append(f"{summary['progress']}% complete")
+        if summary["eta_seconds"] is not None:
+            parts.append(f"{about(summary['eta_seconds'])} left")
+    return {
+        **summary,
+        "active": active,
+        "banner": (
+            f"Processing {active} document{'s' if active != 1 else ''} — " + " · ".join(parts)
+            if active
+            else ""
+        ),
+    }

@@ -1,0 +1,41 @@
+// Jobtracker's own script: poll only while the page's socket is down, count down
+// the waits, and show times as "2 min ago" with the exact local time on hover.
+(function () {
+  let socketOpen = false;
+  window.jtPolling = () => !socketOpen;
+  document.addEventListener("htmx:wsOpen", () => { socketOpen = true; });
+  document.addEventListener("htmx:wsClose", () => { socketOpen = false; });
+
+  function about(seconds) {  // the same words as processing/web/display.py's about()
+    if (seconds < 45) return "less than a minute";
+    const minutes = Math.round(seconds / 60);
+    if (minutes < 60) return `about ${minutes} min`;
+    const hours = Math.floor(minutes / 60), rest = minutes % 60;
+    return rest ? `about ${hours} h ${rest} min` : `about ${hours} h`;
+  }
+  const relative = new Intl.RelativeTimeFormat(undefined, { numeric: "auto", style: "short" });
+  function ago(date) {
+    const seconds = (date - Date.now()) / 1000;
+    if (Math.abs(seconds) < 60) return relative.format(Math.round(seconds), "second");
+    if (Math.abs(seconds) < 3600) return relative.format(Math.round(seconds / 60), "minute");
+    if (Math.abs(seconds) < 86400) return relative.format(Math.round(seconds / 3600), "hour");
+    return date.toLocaleString();
+  }
+  function tick() {
+    for (const el of document.querySelectorAll("[data-until]")) {
+      const left = Math.max(0, (Date.parse(el.dataset.until) - Date.now()) / 1000);
+      el.textContent = el.dataset.format === "retry"
+        ? `next attempt in ${Math.round(left)} s` : `${about(left)} left`;
+    }
+    for (const el of document.querySelectorAll("time[data-relative]")) {
+      const date = new Date(el.getAttribute("datetime"));
+      if (isNaN(date)) continue;
+      el.textContent = ago(date);
+      el.title = date.toLocaleString();
+    }
+  }
+  document.addEventListener("DOMContentLoaded", tick);
+  document.addEventListener("htmx:afterSettle", tick);
+  document.addEventListener("htmx:wsAfterMessage", tick);
+  setInterval(tick, 1000);
+})();
