@@ -156,8 +156,7 @@ def _dispatch(job: ProcessingJob, *, at_front: bool = False, when: Any = None) -
 
 def _announce(job: ProcessingJob, kind: notices.Kind = "status") -> None:
     """Tell the live relay about the change once it is committed (now, in autocommit)."""
-    job_id, matter_id = job.id, job.matter_id
-    transaction.on_commit(lambda: notices.announce(job_id, matter_id, kind))
+    transaction.on_commit(lambda: notices.announce(job, kind))
 
 
 def _save(job: ProcessingJob, *fields: str) -> None:

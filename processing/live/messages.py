@@ -18,7 +18,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from processing import selectors
-from processing.models import ProcessingJob
+from processing.models import Document, ProcessingJob
 from processing.payloads import job_detail_payload, job_payload
 from processing.web.display import job_view, summary_view
 
@@ -37,22 +37,26 @@ def build_update(
     matter_id: uuid.UUID | str,
     job_ids: Iterable[uuid.UUID | str],
     *,
-    with_history: bool = False,
+    committed: ProcessingJob | None = None,
     previous_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One push for ``matter_id``: the jobs' current state and the matter's summary.
 
-    ``with_history`` adds each job's stage history and audit trail (for its job
-    page): pushes for a status change carry it, progress pushes do not.
-    ``previous_summary`` is the summary last pushed for the matter: a
+    ``committed`` is a job as a status change committed it: it is pushed as it
+    was then (not as the database holds it now, maybe a status later), with its
+    stage history and audit trail for its job page. The other jobs are read as
+    they are now. ``previous_summary`` is the summary last pushed for the matter: a
     ``matter.summary`` event is included only when the summary differs.
     """
     now = timezone.now()
-    jobs = ProcessingJob.objects.filter(pk__in=list(job_ids), matter_id=matter_id)
-    shown = [
-        job_detail_payload(job) if with_history else job_payload(job, now=now)
-        for job in jobs.select_related("document")
-    ]
+    shown = []
+    if committed is not None:
+        committed.document = Document.objects.get(pk=committed.document_id)
+        shown.append(job_detail_payload(committed))
+    others = ProcessingJob.objects.filter(pk__in=list(job_ids), matter_id=matter_id)
+    if committed is not None:
+        others = others.exclude(pk=committed.pk)
+    shown += [job_payload(job, now=now) for job in others.select_related("document")]
     payloads = [{k: v for k, v in job.items() if k not in _HISTORY} for job in shown]
     summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
     html = render_to_string(
@@ -61,7 +65,6 @@ def build_update(
             "jobs": [job_view(job, now) for job in shown],
             "summary": summary_view(summary),
             "matter_id": matter_id,
-            "with_history": with_history,
             "oob": True,
         },
     )

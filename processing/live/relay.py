@@ -47,11 +47,13 @@ class Relay:
 
     async def receive(self, notice: dict[str, str]) -> None:
         """Push a status change now; push progress now or hold it until its turn."""
-        job, matter, kind = notice["job"], notice["matter"], notice["kind"]
+        job, matter = notice["job"], notice["matter"]
         now = time.monotonic()
         since = now - self.last_push.get(job, -self.interval)
-        if kind == "status" or since >= self.interval:
-            await self.push(matter, [job], with_history=kind == "status")
+        if notice["kind"] == "status":
+            await self.push(matter, [job], committed=notice)
+        elif since >= self.interval:
+            await self.push(matter, [job])
         elif job not in self.held:
             self.held[job] = (matter, self.last_push[job] + self.interval)
 
@@ -63,7 +65,7 @@ class Relay:
             if when <= now:
                 due[matter].append(job)
         for matter, jobs in due.items():
-            await self.push(matter, jobs, with_history=False)
+            await self.push(matter, jobs)
         for job, pushed in list(self.last_push.items()):
             if now - pushed > FORGET_AFTER and job not in self.held:
                 del self.last_push[job]
@@ -74,15 +76,20 @@ class Relay:
             return None
         return max(min(when for _, when in self.held.values()) - time.monotonic(), 0.0)
 
-    async def push(self, matter: str, jobs: list[str], *, with_history: bool) -> None:
-        """Render the jobs' current state once and send it to the matter's group."""
+    async def push(
+        self, matter: str, jobs: list[str], *, committed: dict[str, str] | None = None
+    ) -> None:
+        """Render the jobs' state once and send it to the matter's group.
+
+        ``committed`` is a status notice: its job is pushed as that change left it.
+        """
         now = time.monotonic()
         for job in jobs:
             self.held.pop(job, None)
             self.last_push[job] = now
         try:
             message = await sync_to_async(_build, thread_sensitive=True)(
-                matter, jobs, with_history, self.summaries.get(matter)
+                matter, jobs, committed, self.summaries.get(matter)
             )
             self.summaries[matter] = message.pop("summary")
             await self.layer.group_send(messages.group(matter), message)
@@ -91,10 +98,18 @@ class Relay:
 
 
 def _build(
-    matter: str, jobs: list[str], with_history: bool, previous: dict[str, Any] | None
+    matter: str,
+    jobs: list[str],
+    committed: dict[str, str] | None,
+    previous: dict[str, Any] | None,
 ) -> dict[str, Any]:
     close_old_connections()  # a connection PostgreSQL dropped is replaced, not reused
-    return messages.build_update(matter, jobs, with_history=with_history, previous_summary=previous)
+    return messages.build_update(
+        matter,
+        jobs,
+        committed=notices.committed_row(committed) if committed else None,
+        previous_summary=previous,
+    )
 
 
 async def run(*, ready: asyncio.Event | None = None) -> None:
