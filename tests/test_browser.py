@@ -1,19 +1,30 @@
-"""A person in a real headless Chromium: log in, create a matter, upload, see it complete."""
+"""People in a real headless Chromium, against the app as ./dev run starts it: daphne,
+a forking RQ worker and the live relay, each its own process, on the test database."""
 
 from __future__ import annotations
 
 import os
+import re
 import shutil
+import socket
+import subprocess
+import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
+from django.conf import settings as django_settings
 
+from processing.jobs.queues import QUEUES
+from processing.models import Role
 from tests.conftest import make_pdf
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
+ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = os.environ.get("JOBTRACKER_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_FLAGS = [
     "--headless",
@@ -25,6 +36,10 @@ CHROMIUM_FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+PASSWORD = "correct-horse-battery"
+SCREENSHOTS = ROOT / "test-artifacts"
+WEBSOCKETS = re.compile(r".*/ws/.*")
+ASGI_APP = "jobtracker.asgi:application"
 
 
 @pytest.fixture(scope="module")
@@ -45,62 +60,256 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _test_database_url() -> str:
+    db = django_settings.DATABASES["default"]
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = quote(db["HOST"] or "", safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
+
+
+class LiveApp:
+    """The app's processes on the test database, its Redis database and media: daphne and
+    the live relay from the start, the RQ worker when the test says (so that it can watch
+    a job from before its first stage)."""
+
+    def __init__(self, media_root: Path) -> None:
+        self.port = _free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {
+            **os.environ,
+            "DATABASE_URL": _test_database_url(),
+            "MEDIA_ROOT": str(media_root),
+            "PROGRESS_WRITE_INTERVAL": "0.05",  # small documents still report progress
+        }
+        self.logs = SCREENSHOTS / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.processes: list[subprocess.Popen[bytes]] = []
+
+    def start(self, name: str, *command: str) -> None:
+        log = (self.logs / f"{name}.log").open("w")
+        self.processes.append(
+            subprocess.Popen(
+                [sys.executable, *command], cwd=ROOT, env=self.env, stdout=log, stderr=log
+            )
+        )
+
+    def start_worker(self) -> None:
+        self.start("worker", "manage.py", "rqworker", *QUEUES)
+
+    def wait_until_serving(self) -> None:
+        deadline = time.monotonic() + 30
+        while True:
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
+                    return
+            assert time.monotonic() < deadline, f"daphne did not start; see {self.logs}"
+            assert all(p.poll() is None for p in self.processes), f"see {self.logs}"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        for process in self.processes:
+            process.terminate()
+        for process in self.processes:
+            try:
+                process.wait(10)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
 @pytest.fixture
-def page(browser: Any) -> Iterator[Any]:
-    context = browser.new_context()
-    page = context.new_page()
-    page.set_default_timeout(15_000)
-    yield page
-    context.close()
+def app(transactional_db: None, settings: Any) -> Iterator[LiveApp]:
+    """daphne and the live relay; the test starts the worker."""
+    live = LiveApp(Path(settings.MEDIA_ROOT))
+    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
+    live.start("live", "manage.py", "live_relay")
+    try:
+        live.wait_until_serving()
+        yield live
+    finally:
+        live.stop()
 
 
-def test_upload_a_pdf_and_watch_it_complete(
-    page: Any, live_server: Any, make_user: Any, worker: Any, tmp_path: Path
-) -> None:
-    make_user("dana")
-    page.goto(f"{live_server.url}/")
-    # Not logged in: the login page.
-    assert "/login/" in page.url
-    page.fill("input[name=username]", "dana")
-    page.fill("input[name=password]", "correct-horse-battery")
+@pytest.fixture
+def live_app(app: LiveApp) -> str:
+    """The whole app, worker included; its URL."""
+    app.start_worker()
+    return app.url
+
+
+def log_in(browser: Any, url: str, username: str) -> Any:
+    page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+    page.set_default_timeout(20_000)
+    page.goto(f"{url}/login/")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_selector("h1:has-text('Matters')")
+    return page
 
-    page.fill("input[name=name]", "Estate of Miller")
-    page.click("text=Create matter")
-    page.wait_for_selector("h1:has-text('Estate of Miller')")
 
-    pdf = tmp_path / "will.pdf"
-    pdf.write_bytes(make_pdf(["Last will and testament.", "Codicil one.", "Codicil two."]))
+def open_matter(page: Any, url: str, matter: Any) -> None:
+    page.goto(f"{url}/matters/{matter.pk}/")
+    page.wait_for_function("() => typeof window.jtPolling === 'function'")
+
+
+def upload(page: Any, path: Path) -> Any:
+    page.set_input_files("input[type=file]", str(path))
+    page.click("#upload-form button[type=submit]")
+    page.wait_for_selector("text=was uploaded and queued")
+    return page.locator("ol#jobs > li").first
+
+
+# Records every state a job's row passes through, however briefly it shows.
+WATCH_ROW = """() => {
+  window.seen = [];
+  const record = () => {
+    const row = document.querySelector('ol#jobs > li');
+    if (!row) return;
+    const current = row.querySelector('.step-current');
+    window.seen.push({
+      step: current ? current.textContent.trim() : '',
+      progress: Number(row.querySelector('[role=progressbar]').getAttribute('aria-valuenow')),
+      status: row.querySelector('.job-status').textContent.trim(),
+    });
+  };
+  new MutationObserver(record).observe(
+    document.getElementById('jobs'), {subtree: true, childList: true, attributes: true});
+  record();
+}"""
+
+
+def test_a_sixty_page_upload_moves_through_every_stage_without_a_reload(
+    browser: Any, app: LiveApp, make_user: Any, make_matter: Any, tmp_path: Path
+) -> None:
+    owner = make_user("dana")
+    matter = make_matter(owner, "Estate of Miller")
+    page = log_in(browser, app.url, "dana")
+    open_matter(page, app.url, matter)
+
+    pdf = tmp_path / "deposition.pdf"
+    pdf.write_bytes(
+        make_pdf([f"Page {n}. Deposed on 12 March 2024; fee $1,200.00." for n in range(1, 61)])
+    )
+    row = upload(page, pdf)
+    assert row.locator(".step-current").inner_text().startswith("● Queued")
+    page.wait_for_function("() => typeof window.jtPolling === 'function'")
+    page.evaluate(WATCH_ROW)
+    app.start_worker()  # only now: the page watches the job from before its first stage
+    row.locator(".job-status:has-text('Processing')").wait_for()
+    page.screenshot(path=str(SCREENSHOTS / "dashboard.png"), full_page=True)
+    row.locator(".job-status:has-text('Done')").wait_for(timeout=60_000)
+
+    seen = page.evaluate("window.seen")
+    steps = [s["step"] for s in seen]
+    for label in (
+        "Extracting",
+        "Reading scanned pages",
+        "Chunking",
+        "Indexing",
+        "Finding entities",
+    ):
+        assert any(step.startswith(f"● {label}") for step in steps), (label, steps)
+    progress = [s["progress"] for s in seen]
+    assert progress == sorted(progress) and progress[-1] == 100
+    assert row.locator(".job-status").inner_text().endswith("Done")
+    assert row.locator(".step-done").count() == 7  # Queued, five stages, Done
+    assert "60 pages" in row.inner_text()
+
+    row.locator("a.job-name").click()
+    page.click("text=Open the processed document")
+    page.wait_for_selector("#page-60")
+
+
+def test_a_second_member_watches_a_job_they_did_not_start(
+    browser: Any, live_app: str, make_user: Any, make_matter: Any, tmp_path: Path
+) -> None:
+    owner = make_user("dana")
+    make_user("omar")
+    matter = make_matter(owner, "Estate of Miller", omar=Role.MEMBER)
+    page = log_in(browser, live_app, "dana")
+    colleague = log_in(browser, live_app, "omar")
+    open_matter(page, live_app, matter)
+    pdf = tmp_path / "exhibits.pdf"
+    pdf.write_bytes(make_pdf([f"Exhibit {n}, dated 3 May 2021." for n in range(1, 41)]))
+    # Omar opens the matter while Dana's upload is still queued, then watches it finish.
     page.set_input_files("input[type=file]", str(pdf))
     page.click("#upload-form button[type=submit]")
     page.wait_for_selector("text=was uploaded and queued")
-    row = page.locator("#jobs tbody tr").first
-    assert row.locator(".job-status").inner_text() == "QUEUED"
-    assert "will.pdf" in row.inner_text()
-
-    worker()
-    page.reload()
-    row = page.locator("#jobs tbody tr").first
-    assert row.locator(".job-status").inner_text() == "COMPLETED"
-    assert row.locator(".job-progress").inner_text() == "100%"
-
-    row.locator("a").first.click()
-    page.click("text=Open the processed document")
-    page.wait_for_selector("#page-3")
-    assert "Codicil two." in page.locator("#page-3 .page-text").inner_text()
+    open_matter(colleague, live_app, matter)
+    colleague.evaluate(WATCH_ROW)
+    row = colleague.locator("ol#jobs > li").first
+    row.locator(".job-status:has-text('Done')").wait_for(timeout=60_000)
+    seen = colleague.evaluate("window.seen")
+    assert [s for s in seen if s["status"].endswith("Done")], seen
+    assert seen[-1]["progress"] == 100
+    assert colleague.locator("#matter-summary").inner_text().count("1 done") == 1
 
 
-def test_a_rejected_upload_says_why(
-    page: Any, live_server: Any, make_user: Any, make_matter: Any, tmp_path: Path
+def test_a_failed_document_turns_red_with_its_error_and_what_to_do(
+    browser: Any, live_app: str, make_user: Any, make_matter: Any, tmp_path: Path
 ) -> None:
     owner = make_user("erin")
     matter = make_matter(owner, "Acme merger")
-    page.goto(f"{live_server.url}/login/")
-    page.fill("input[name=username]", "erin")
-    page.fill("input[name=password]", "correct-horse-battery")
-    page.click("button[type=submit]")
-    page.goto(f"{live_server.url}/matters/{matter.pk}/")
+    page = log_in(browser, live_app, "erin")
+    open_matter(page, live_app, matter)
+    broken = tmp_path / "broken.pdf"
+    broken.write_bytes(b"%PDF-1.7\n" + b"\x00garbage" * 200)
+    row = upload(page, broken)
+    row.locator(".job-status:has-text('Failed')").wait_for(timeout=30_000)
+    assert "status-failed" in (row.get_attribute("class") or "")
+    error = row.locator(".job-error")
+    assert "CORRUPT_DOCUMENT" in error.inner_text()
+    assert "What to do:" in error.inner_text()
+    assert error.get_attribute("role") == "alert"
+    assert row.locator(".step-failed").count() == 1  # text and icon, not colour alone
+    assert "(failed)" in row.locator(".step-failed").inner_text()
+
+
+def test_with_the_socket_down_the_page_polls_and_stops_when_the_job_is_done(
+    browser: Any, live_app: str, make_user: Any, make_matter: Any, tmp_path: Path
+) -> None:
+    owner = make_user("finn")
+    matter = make_matter(owner, "Offline matter")
+    page = log_in(browser, live_app, "finn")
+    # The lid is closed: every websocket this page opens is closed at once.
+    page.route_web_socket(WEBSOCKETS, lambda socket: socket.close())
+    row_polls: list[tuple[float, int]] = []
+    page.on(
+        "response",
+        lambda r: (
+            row_polls.append((time.monotonic(), r.status)) if r.url.endswith("/row") else None
+        ),
+    )
+    open_matter(page, live_app, matter)
+    pdf = tmp_path / "offline.pdf"
+    pdf.write_bytes(make_pdf([f"Offline page {n}." for n in range(1, 21)]))
+    row = upload(page, pdf)
+    row.locator(".job-status:has-text('Done')").wait_for(timeout=60_000)
+    assert row.locator("[role=progressbar]").get_attribute("aria-valuenow") == "100"
+    assert row_polls and row_polls[-1][1] == 286  # the last poll told htmx to stop
+    polls = len(row_polls)
+    time.sleep(4.5)  # two more polling periods
+    assert len(row_polls) == polls
+    assert page.evaluate("window.jtPolling()") is True
+
+
+def test_a_rejected_upload_says_why(
+    browser: Any, live_app: str, make_user: Any, make_matter: Any, tmp_path: Path
+) -> None:
+    owner = make_user("gail")
+    matter = make_matter(owner, "Acme merger")
+    page = log_in(browser, live_app, "gail")
+    open_matter(page, live_app, matter)
     legacy = tmp_path / "opinion.doc"
     legacy.write_bytes(b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1" + b"\x00" * 4000)
     page.set_input_files("input[type=file]", str(legacy))
