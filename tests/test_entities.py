@@ -565,7 +565,9 @@ def test_the_matter_object_counts_whats_ready_while_another_document_waits(
     web = Client()
     web.force_login(alice)
     html = web.get(f"/matters/{matter.pk}/").content.decode()
-    assert "Ready: 1 document processed · 3 pages · 3 entities found" in html
+    # The page counts what is ready and what is still coming.
+    assert "Search: 1 of 2 documents indexed" in html
+    assert "Entities (4 found — processing…)" in html
 
 
 @pytest.mark.django_db
