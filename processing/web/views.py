@@ -97,20 +97,20 @@ def matter_summary(request: HttpRequest, matter_id: str) -> HttpResponse:
 def job_row(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job's row of the matter page (polled while the socket is down; 286 once finished)."""
     job = _job_or_404(request, job_id)
-    view = job_view(job_payload(job))
-    response = render(request, "processing/matter_detail.html#job-row", {"job": view})
-    if view["finished"]:
-        response.status_code = STOP_POLLING
-    return response
+    return _polled(request, "processing/matter_detail.html#job-row", job_view(job_payload(job)))
 
 
 @login_required
 def job_history(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job's timeline and audit trail (polled by its page; 286 once finished)."""
     job = _job_or_404(request, job_id)
-    view = job_view(job_detail_payload(job))
-    response = render(request, "processing/job_detail.html#history", {"job": view})
-    if view["finished"]:
+    return _polled(request, "processing/job_detail.html#history", job_view(job_detail_payload(job)))
+
+
+def _polled(request: HttpRequest, partial: str, job: dict[str, Any]) -> HttpResponse:
+    """A job's partial for a page polling it; 286 once the job is finished stops the polling."""
+    response = render(request, partial, {"job": job})
+    if job["finished"]:
         response.status_code = STOP_POLLING
     return response
 
