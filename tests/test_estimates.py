@@ -221,3 +221,23 @@ def test_a_batch_costs_the_same_queries_for_10_jobs_as_for_200(
     with CaptureQueriesContext(connection) as captured:
         estimates.for_jobs(jobs)
     assert len(captured) == 2
+
+
+@pytest.mark.usefixtures("history")
+def test_a_matters_job_list_costs_the_same_queries_for_10_jobs_as_for_100(
+    queued: Callable[..., ProcessingJob], api_client: Any, alice: Any, matter: Matter
+) -> None:
+    for _ in range(100):
+        queued(5)
+    api = api_client(alice)
+    url = f"/api/matters/{matter.pk}/jobs"
+    api.get(url)  # the history and the token's first use
+
+    counts = []
+    for per_page in (10, 100):
+        with CaptureQueriesContext(connection) as captured:
+            response = api.get(f"{url}?per_page={per_page}")
+        assert response.status_code == 200
+        assert len(response.json()["data"]) == per_page
+        counts.append(len(captured))
+    assert counts[0] == counts[1]

@@ -8,9 +8,11 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from processing import selectors
+from processing.jobs import estimates
 from processing.matters import create_matter
 from processing.models import DocumentPage, Matter
 from processing.payloads import job_detail_payload, job_payload
@@ -46,7 +48,9 @@ def matter_list(request: HttpRequest) -> HttpResponse:
 def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
     """One matter: its upload form and its jobs with status and stage."""
     matter, role = _matter_or_404(request, matter_id)
-    jobs = matter.jobs.select_related("document").order_by("-created_at")[:100]
+    jobs = list(matter.jobs.select_related("document").order_by("-created_at")[:100])
+    now = timezone.now()
+    found = estimates.for_jobs(jobs, now=now)
     return render(
         request,
         "processing/matter_detail.html",
@@ -54,7 +58,7 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
             "matter": matter,
             "role": role,
             "can_upload": role_allows(role, Action.UPLOAD),
-            "jobs": [job_payload(j) for j in jobs],
+            "jobs": [job_payload(j, now=now, estimate=found[j.pk]) for j in jobs],
             "ready": selectors.matter_ready_counts([matter.pk])[matter.pk],
         },
     )
