@@ -23,6 +23,8 @@ from tests.conftest import stored_document
 pytestmark = pytest.mark.django_db
 
 # Seconds one 10-page document took in each stage: 0.5 s a page for the whole pipeline.
+# Each stage also costs the worker estimates.BETWEEN_STAGES_SECONDS (40 ms) outside its
+# run: five of them are 0.2 s, which the whole seconds below round away.
 HISTORY = {"extract": 1.0, "ocr": 2.0, "chunk": 1.0, "index": 0.5, "entities": 0.5}
 PER_PAGE = {stage: seconds / 10 for stage, seconds in HISTORY.items()}
 WHOLE_PIPELINE = sum(PER_PAGE.values())
@@ -98,7 +100,9 @@ def test_no_history_and_no_pace_is_no_estimate(queued: Callable[..., ProcessingJ
 
 @pytest.mark.usefixtures("history")
 def test_the_estimate_scales_with_the_pages(queued: Callable[..., ProcessingJob]) -> None:
-    assert estimates.seconds_per_page() == pytest.approx(PER_PAGE)
+    learned = estimates.stage_costs()
+    assert {stage: cost.per_page for stage, cost in learned.items()} == pytest.approx(PER_PAGE)
+    assert {cost.fixed for cost in learned.values()} == {0.0}  # one run: no line to fit
     long = queued(300)
     assert estimate(long) == estimates.Estimate(1, 150, NOW + timedelta(seconds=150))
     ProcessingJob.objects.filter(pk=long.pk).update(status=JobStatus.CANCELLED)
@@ -145,7 +149,7 @@ def test_jobs_of_one_queue_take_turns_and_share_the_workers(
 def test_a_job_further_on_counts_only_the_stages_it_has_left(
     queued: Callable[..., ProcessingJob],
 ) -> None:
-    estimates.seconds_per_page()  # learned (and kept) before these near-instant runs
+    estimates.stage_costs()  # learned (and kept) before these near-instant runs
     ahead = queued(10)
     for _ in range(3):  # extract, ocr and chunk done: index and entities left
         ahead = reload(ahead)
@@ -190,6 +194,27 @@ def test_finished_jobs_have_no_estimate(queued: Callable[..., ProcessingJob]) ->
     job = queued(10)
     ProcessingJob.objects.filter(pk=job.pk).update(status=JobStatus.COMPLETED)
     assert estimate(job) == estimates.NO_ESTIMATE
+
+
+def test_a_stage_costs_a_fixed_time_per_run_plus_a_time_per_page(
+    matter: Matter, alice: Any, queued: Callable[..., ProcessingJob]
+) -> None:
+    for pages, seconds in ((10, 1.0), (110, 6.0), (60, 3.5)):
+        document = stored_document(matter, alice, f"h{pages}.pdf", page_count=pages)
+        job = ProcessingJob.objects.create(
+            matter=matter, document=document, status=JobStatus.COMPLETED
+        )
+        StageRun.objects.create(
+            job=job,
+            stage="extract",
+            stage_index=1,
+            status=StageStatus.COMPLETED,
+            started_at=NOW,
+            finished_at=NOW + timedelta(seconds=seconds),
+        )
+    assert estimates.stage_costs()["extract"] == pytest.approx(estimates.StageCost(0.5, 0.05))
+    # Only extract has a history: 0.5 + 0.04 + 0.05 s a page.
+    assert estimate(queued(200)).eta_seconds == round(0.54 + 0.05 * 200) == 11
 
 
 def test_the_pipeline_is_the_one_the_history_is_for() -> None:

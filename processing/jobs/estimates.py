@@ -9,28 +9,32 @@ stages as it has left (all of them, if it has fewer).
 
 For a QUEUED or PROCESSING job J with ``m`` stages left (its current one included)::
 
-    cost(K, stage) = seconds_per_page(stage) × pages(K)
+    cost(K, stage) = fixed(stage) + between + per_page(stage) × pages(K)
     own(J)         = the current stage's items left at its own pace
                      (elapsed / items_done × items left) once it has done some,
                      else cost(J, stage) × the share of its items left;
                      + cost(J, s) for every stage s after it
     others(J)      = Σ over the other due QUEUED/PROCESSING jobs K of J's queue:
-                         the cost of K's next min(m_K, m) stages
+                         the cost of K's next min(m_K, n) stages, where n is m, or
+                         m - 1 once J's current stage has begun (it holds a worker)
                    + Σ over those of the queues taken before J's: all K's stages left
     eta(J)         = max(own(J), (own(J) + others(J)) / workers)
                      + the wait for J's next automatic attempt, if it waits for one
 
-``seconds_per_page(stage)`` is the total seconds of the last ``HISTORY_RUNS``
-completed runs of the stage over their documents' total pages (a document of
-unknown or no pages counts one): weighting by pages is steadier than a mean of
-per-run ratios, and makes a 300-page job's estimate a hundred times a 3-page
-one's. Every stage is priced per page, OCR included: its cost is in the few
-pages that need reading, but the pass over the others is cheap, so its per-page
-average is what a mix of documents costs (``bench/eta_accuracy.py`` measures
-how far that goes). ``workers`` is the number of RQ workers, 1 when Redis cannot
-be asked. The current stage's partial share of the other jobs is priced from
-their counters, never their pace. A stage with no history counts nothing, and
-with neither history nor a pace of its own the ETA is None rather than a guess.
+``fixed`` and ``per_page`` are the least-squares line through the seconds and
+pages of the stage's last ``HISTORY_RUNS`` completed runs (a document of unknown
+or no pages counts one); with one size of document only, or a line below zero,
+it is their total seconds over their total pages. So a 300-page job's estimate
+scales with its pages, while the tens of milliseconds every run costs whatever
+its size are not lost on a 2-page one. ``between`` (:data:`BETWEEN_STAGES_SECONDS`)
+is what the worker spends outside the run, which no row records. OCR is priced
+per page like the rest: its cost is in the few pages that need reading, which
+the history spreads over all pages (see ``bench/eta_accuracy.py`` for what that
+costs a scanned document's early ETA). ``workers`` is the number of RQ workers,
+1 when Redis cannot be asked. The other jobs' current stages too go at their
+pace once they have one: a scan being read holds its worker for a while. A
+stage with no history counts nothing, and with neither history nor a pace of
+its own the ETA is None rather than a guess.
 
 The queue position of a QUEUED job is its place among the due QUEUED jobs in the
 order workers take them (queue, then time enqueued).
@@ -80,29 +84,48 @@ NO_ESTIMATE = Estimate(None, None, None)
 
 # --- history ---------------------------------------------------------------------------
 
-_history: tuple[float, dict[str, float]] | None = None
+BETWEEN_STAGES_SECONDS = 0.04
+"""What a worker spends on a stage outside its run's started/finished: taking the entry,
+forking, the statements that begin and complete it, enqueueing the next. No row records
+it; bench/eta_accuracy.py measured about 40 ms with the forking worker on 2 cores."""
+
+
+@dataclass(frozen=True)
+class StageCost:
+    """A stage's learned seconds: ``fixed`` per run plus ``per_page`` per page."""
+
+    fixed: float
+    per_page: float
+
+    def seconds(self, pages: float, runs: float = 1.0) -> float:
+        """Seconds of ``runs`` runs over ``pages`` pages in all, with the worker's share."""
+        return (self.fixed + BETWEEN_STAGES_SECONDS) * runs + self.per_page * pages
+
+
+_history: tuple[float, dict[str, StageCost]] | None = None
 
 _HISTORY_SQL = f"""
     SELECT s.stage,
-        SUM(EXTRACT(EPOCH FROM r.finished_at - r.started_at)),
-        SUM(GREATEST(COALESCE(d.page_count, 1), 1))
+        regr_intercept(r.seconds, r.pages), regr_slope(r.seconds, r.pages),
+        SUM(r.seconds), SUM(r.pages), COUNT(*)
     FROM unnest(%(stages)s::text[]) AS s(stage)
     CROSS JOIN LATERAL (
-        SELECT run.job_id, run.started_at, run.finished_at
+        SELECT EXTRACT(EPOCH FROM run.finished_at - run.started_at)::float AS seconds,
+            GREATEST(COALESCE(d.page_count, 1), 1)::float AS pages
         FROM {StageRun._meta.db_table} run
+        JOIN {ProcessingJob._meta.db_table} j ON j.id = run.job_id
+        JOIN {Document._meta.db_table} d ON d.id = j.document_id
         WHERE run.stage = s.stage AND run.status = %(completed)s
             AND run.started_at IS NOT NULL AND run.finished_at IS NOT NULL
         ORDER BY run.finished_at DESC
         LIMIT %(runs)s
     ) r
-    JOIN {ProcessingJob._meta.db_table} j ON j.id = r.job_id
-    JOIN {Document._meta.db_table} d ON d.id = j.document_id
     GROUP BY s.stage
 """
 
 
-def seconds_per_page() -> dict[str, float]:
-    """Recent seconds per page of every stage that has completed runs (one query, cached)."""
+def stage_costs() -> dict[str, StageCost]:
+    """What each stage with completed runs has recently cost (one query, cached)."""
     global _history
     now = time.monotonic()
     if _history is not None and now - _history[0] < HISTORY_CACHE_SECONDS:
@@ -113,9 +136,17 @@ def seconds_per_page() -> dict[str, float]:
             _HISTORY_SQL,
             {"stages": stages, "completed": StageStatus.COMPLETED, "runs": HISTORY_RUNS},
         )
-        rates = {stage: float(seconds) / int(pages) for stage, seconds, pages in cursor.fetchall()}
-    _history = (now, rates)
-    return rates
+        rows = cursor.fetchall()
+    costs = {}
+    for stage, intercept, slope, seconds, pages, runs in rows:
+        if intercept is None or slope is None or intercept < 0:  # one size: no line to fit
+            costs[stage] = StageCost(0.0, seconds / pages)
+        elif slope < 0:  # no sign that pages cost anything
+            costs[stage] = StageCost(seconds / runs, 0.0)
+        else:
+            costs[stage] = StageCost(intercept, slope)
+    _history = (now, costs)
+    return costs
 
 
 def clear_history() -> None:
@@ -180,9 +211,16 @@ _share_left_sql = (
     "CASE WHEN j.items_total > 0 "
     "THEN GREATEST(j.items_total - j.items_done, 0)::float / j.items_total ELSE 1 END"
 )
+_paced_sql = "j.status = %(processing)s AND j.items_done > 0 AND j.stage_started_at IS NOT NULL"
+_pace_left_sql = (
+    "EXTRACT(EPOCH FROM %(now)s - j.stage_started_at)::float / j.items_done"
+    " * GREATEST(j.items_total - j.items_done, 0)"
+)
 _WORK_SQL = f"""
-    SELECT j.job_type, j.queue_name, j.current_stage,
-        SUM({_pages_sql}), SUM({_pages_sql} * {_share_left_sql})
+    SELECT j.job_type, j.queue_name, j.current_stage, COUNT(*), SUM({_pages_sql}),
+        SUM(CASE WHEN {_paced_sql} THEN 0 ELSE {_share_left_sql} END),
+        SUM(CASE WHEN {_paced_sql} THEN 0 ELSE {_pages_sql} * {_share_left_sql} END),
+        SUM(CASE WHEN {_paced_sql} THEN {_pace_left_sql} ELSE 0 END)
     FROM {ProcessingJob._meta.db_table} j
     JOIN {Document._meta.db_table} d ON d.id = j.document_id
     WHERE j.status = ANY(%(active)s)
@@ -199,25 +237,37 @@ class _Work:
     rank: int
     stage: int
     """0-based index of their current stage in ``pipeline``."""
+    jobs: float
     pages: float
+    jobs_left: float
+    """The number of jobs without a pace yet times the share of their stage's items left."""
     pages_left: float
     """Their pages times the share of the current stage's items left."""
+    paced: float
+    """Seconds left of the current stage of those with a pace, at their pace."""
 
-    def cost(self, stages: int | None, rates: dict[str, float]) -> float:
+    def cost(self, stages: int | None, costs: dict[str, StageCost]) -> float:
         """Seconds of their next ``stages`` stages (None: all they have left)."""
-        names = [s.name for s in self.pipeline.stages[self.stage :]][:stages]
-        if not names:
-            return 0.0
-        rest = sum(rates.get(name, 0.0) for name in names[1:])
-        return rates.get(names[0], 0.0) * self.pages_left + rest * self.pages
+        total = self.paced if stages is None or stages > 0 else 0.0
+        for n, stage in enumerate(self.pipeline.stages[self.stage :][:stages]):
+            if stage.name in costs:
+                cost = costs[stage.name]
+                if n == 0:
+                    total += cost.seconds(self.pages_left, self.jobs_left)
+                else:
+                    total += cost.seconds(self.pages, self.jobs)
+        return total
 
 
 def _active_work(now: datetime) -> list[_Work]:
     with connection.cursor() as cursor:
-        cursor.execute(_WORK_SQL, {"active": list(ACTIVE_JOB_STATUSES), "now": now})
+        cursor.execute(
+            _WORK_SQL,
+            {"active": list(ACTIVE_JOB_STATUSES), "now": now, "processing": JobStatus.PROCESSING},
+        )
         rows = cursor.fetchall()
     out = []
-    for job_type, queue_name, stage, pages, pages_left in rows:
+    for job_type, queue_name, stage, jobs, pages, jobs_left, pages_left, paced in rows:
         try:
             pipeline = get_pipeline(job_type)
         except KeyError:
@@ -228,8 +278,11 @@ def _active_work(now: datetime) -> list[_Work]:
                 pipeline=pipeline,
                 rank=QUEUE_ORDER.get(queue_name, _DEFAULT_RANK),
                 stage=names.index(stage) if stage in names else 0,
+                jobs=float(jobs),
                 pages=float(pages),
+                jobs_left=float(jobs_left),
                 pages_left=float(pages_left),
+                paced=float(paced),
             )
         )
     return out
@@ -248,54 +301,80 @@ def _worker_count() -> int:
 # --- one job ---------------------------------------------------------------------------
 
 
-def _own(job: ProcessingJob, rates: dict[str, float], now: datetime) -> tuple[float, float, bool]:
-    """The job's own remaining seconds; the same priced from history alone (as
-    :data:`_WORK_SQL` counts it among the others); and whether there was any basis."""
+def _own(
+    job: ProcessingJob, costs: dict[str, StageCost], now: datetime
+) -> tuple[list[float], bool]:
+    """The seconds left of each of the job's stages left, its current one first, priced
+    as :data:`_WORK_SQL` prices them among the others; and whether there was any basis."""
     pipeline = get_pipeline(job.job_type)
     names = [s.name for s in pipeline.stages]
     current = names.index(job.current_stage) if job.current_stage in names else 0
     pages = max(job.document.page_count or 1, 1)
-    share_left = (
-        max(job.items_total - job.items_done, 0) / job.items_total if job.items_total > 0 else 1.0
-    )
-    later = [rates[n] * pages for n in names[current + 1 :] if n in rates]
-    by_history = sum(later) + rates.get(names[current], 0.0) * pages * share_left
-    basis = bool(later) or names[current] in rates
+    later = [costs[n].seconds(pages) if n in costs else 0.0 for n in names[current + 1 :]]
+    basis = any(n in costs for n in names[current:])
     if job.status == JobStatus.PROCESSING and job.items_done > 0 and job.stage_started_at:
         elapsed = (now - job.stage_started_at).total_seconds()
         pace = elapsed / job.items_done * max(job.items_total - job.items_done, 0)
-        return sum(later) + pace, by_history, True
-    return by_history, by_history, basis
+        return [pace, *later], True
+    share_left = (
+        max(job.items_total - job.items_done, 0) / job.items_total if job.items_total > 0 else 1.0
+    )
+    now_cost = costs.get(names[current])
+    return [now_cost.seconds(pages) * share_left if now_cost else 0.0, *later], basis
 
 
 def _eta(
     job: ProcessingJob,
     *,
-    rates: dict[str, float],
+    costs: dict[str, StageCost],
     work: list[_Work],
     workers: int,
     now: datetime,
 ) -> int | None:
-    own, own_by_history, basis = _own(job, rates, now)
+    stages, basis = _own(job, costs, now)
     if not basis:
         return None
-    pipeline = get_pipeline(job.job_type)
-    names = [s.name for s in pipeline.stages]
-    left = len(names) - (names.index(job.current_stage) if job.current_stage in names else 0)
+    own = sum(stages)
+    # A stage that has begun holds its worker: only the stages after it queue again.
+    running = job.status == JobStatus.PROCESSING and job.stage_attempt > 0
+    queues_for = len(stages) - 1 if running else len(stages)
     rank = QUEUE_ORDER.get(job.queue_name, _DEFAULT_RANK)
-    others = 0.0
+    waiting = job.next_attempt_at is not None and job.next_attempt_at > now
+    ahead: list[tuple[float, float]] = []  # (seconds, jobs) of each group
     for group in work:
         if group.rank < rank:
-            others += group.cost(None, rates)
+            ahead.append((group.cost(None, costs), group.jobs))
         elif group.rank == rank:
-            others += group.cost(left, rates)
-    waiting = job.next_attempt_at is not None and job.next_attempt_at > now
-    if not waiting:
-        others -= own_by_history  # the job itself is in ``work``
-    remaining = max(own, (own + max(others, 0.0)) / workers)
+            seconds, jobs = group.cost(queues_for, costs), group.jobs
+            if (
+                not waiting
+                and group.pipeline.job_type == job.job_type
+                and (group.stage == len(group.pipeline.stages) - len(stages))
+            ):  # the job itself is in this group
+                seconds, jobs = seconds - sum(stages[:queues_for]), jobs - 1
+            ahead.append((max(seconds, 0.0), jobs))
+    remaining = _finish(own, ahead, workers)
     if job.status == JobStatus.QUEUED and waiting and job.next_attempt_at:
         remaining += (job.next_attempt_at - now).total_seconds()
     return int(round(remaining))
+
+
+def _finish(own: float, ahead: list[tuple[float, float]], workers: int) -> float:
+    """The T with T = max(own, (own + Σ min(seconds, jobs × T)) / workers).
+
+    No job runs on two workers at once, so in the T seconds until this one is done a
+    group of ``jobs`` jobs takes at most ``jobs × T`` of the workers' time: a long
+    stage holding one worker leaves the others to the rest. Found by bisection.
+    """
+
+    def busy(t: float) -> float:
+        return max(own, (own + sum(min(s, j * t) for s, j in ahead)) / workers)
+
+    low, high = own, busy(own + sum(s for s, _ in ahead))
+    for _ in range(40):
+        middle = (low + high) / 2
+        low, high = (middle, high) if busy(middle) > middle else (low, middle)
+    return high
 
 
 # --- the entry points ------------------------------------------------------------------
@@ -313,11 +392,11 @@ def for_jobs(jobs: Iterable[ProcessingJob], *, now: datetime | None = None) -> d
     if not active:
         return out
     positions = queue_positions(active, now=now)
-    rates = seconds_per_page()
-    work = _active_work(now) if rates else []
+    costs = stage_costs()
+    work = _active_work(now) if costs else []
     workers = _worker_count()
     for job in active:
-        eta = _eta(job, rates=rates, work=work, workers=workers, now=now)
+        eta = _eta(job, costs=costs, work=work, workers=workers, now=now)
         out[job.pk] = Estimate(
             queue_position=positions.get(job.pk),
             eta_seconds=eta,
