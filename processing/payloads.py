@@ -45,11 +45,20 @@ def stage_states(job: ProcessingJob) -> list[dict[str, str]]:
     return out
 
 
-def job_payload(job: ProcessingJob, *, now: datetime | None = None) -> dict[str, Any]:
-    """The flat job object (``job.document`` should be select_related)."""
+def job_payload(
+    job: ProcessingJob,
+    *,
+    now: datetime | None = None,
+    estimate: estimates.Estimate | None = None,
+) -> dict[str, Any]:
+    """The flat job object (``job.document`` should be select_related).
+
+    A list passes each job's ``estimate`` from one :func:`estimates.for_jobs` call
+    (made with the same ``now``); without it, the job is estimated on its own.
+    """
     now = now or timezone.now()
-    position = estimates.queue_position(job)
-    eta = estimates.eta_seconds(job, now=now, position=position)
+    if estimate is None:
+        estimate = estimates.estimate(job, now=now)
     document = job.document
     return {
         "job_id": str(job.id),
@@ -69,9 +78,9 @@ def job_payload(job: ProcessingJob, *, now: datetime | None = None) -> dict[str,
         "items_total": job.items_total,
         "items_done": job.items_done,
         "page_count": document.page_count,
-        "eta_seconds": eta,
-        "estimated_completion": iso(estimates.estimated_completion(eta, now)),
-        "queue_position": position,
+        "eta_seconds": estimate.eta_seconds,
+        "estimated_completion": iso(estimate.estimated_completion),
+        "queue_position": estimate.queue_position,
         "retry_count": job.retry_count,
         "max_retries": job.max_retries,
         "next_attempt_at": iso(job.next_attempt_at),
@@ -88,9 +97,11 @@ def job_payload(job: ProcessingJob, *, now: datetime | None = None) -> dict[str,
     }
 
 
-def job_detail_payload(job: ProcessingJob) -> dict[str, Any]:
+def job_detail_payload(
+    job: ProcessingJob, *, estimate: estimates.Estimate | None = None
+) -> dict[str, Any]:
     """The job object plus its ``stage_history`` and ``audit``."""
-    data = job_payload(job)
+    data = job_payload(job, estimate=estimate)
     data["stage_history"] = [
         {
             "stage": run.stage,

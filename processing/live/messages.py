@@ -18,6 +18,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 
 from processing import selectors
+from processing.jobs import estimates
 from processing.models import Document, ProcessingJob
 from processing.payloads import job_detail_payload, job_payload
 from processing.web.display import job_view, summary_view
@@ -49,14 +50,15 @@ def build_update(
     ``matter.summary`` event is included only when the summary differs.
     """
     now = timezone.now()
-    shown = []
+    jobs = ProcessingJob.objects.filter(pk__in=list(job_ids), matter_id=matter_id)
     if committed is not None:
         committed.document = Document.objects.get(pk=committed.document_id)
-        shown.append(job_detail_payload(committed))
-    others = ProcessingJob.objects.filter(pk__in=list(job_ids), matter_id=matter_id)
+        jobs = jobs.exclude(pk=committed.pk)
+    others = list(jobs.select_related("document"))
+    found = estimates.for_jobs([*([committed] if committed else []), *others], now=now)
+    shown = [job_payload(job, now=now, estimate=found[job.pk]) for job in others]
     if committed is not None:
-        others = others.exclude(pk=committed.pk)
-    shown += [job_payload(job, now=now) for job in others.select_related("document")]
+        shown.insert(0, job_detail_payload(committed, estimate=found[committed.pk]))
     payloads = [{k: v for k, v in job.items() if k not in _HISTORY} for job in shown]
     summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
     html = render_to_string(

@@ -13,6 +13,7 @@ from django.utils import timezone
 from django.views.decorators.http import require_POST
 
 from processing import selectors
+from processing.jobs import estimates
 from processing.jobs.states import JobStatus
 from processing.matters import create_matter
 from processing.models import DocumentPage, Matter, ProcessingJob
@@ -65,6 +66,7 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
         status = ""
     pages = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     now = timezone.now()
+    found = estimates.for_jobs(pages, now=now)
     return render(
         request,
         "processing/matter_detail.html",
@@ -73,7 +75,9 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
             "matter_id": matter.pk,
             "role": role,
             "can_upload": role_allows(role, Action.UPLOAD),
-            "jobs": [job_view(job_payload(job, now=now), now) for job in pages],
+            "jobs": [
+                job_view(job_payload(job, now=now, estimate=found[job.pk]), now) for job in pages
+            ],
             "pages": pages,
             "status": status,
             "status_filters": STATUS_FILTERS,
