@@ -197,6 +197,12 @@ class ProcessingJob(models.Model):
                 name="job_queued_order",
                 condition=Q(status="QUEUED"),
             ),
+            # The estimates read every active job; finished ones pile up by the 100,000.
+            models.Index(
+                fields=["status"],
+                name="job_active",
+                condition=Q(status__in=["QUEUED", "PROCESSING"]),
+            ),
         ]
 
     def __str__(self) -> str:

@@ -82,7 +82,7 @@ class LiveApp:
     the live relay from the start, the RQ worker when the test says (so that it can watch
     a job from before its first stage)."""
 
-    def __init__(self, media_root: Path) -> None:
+    def __init__(self, media_root: Path, name: str) -> None:
         self.port = _free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
@@ -91,7 +91,7 @@ class LiveApp:
             "MEDIA_ROOT": str(media_root),
             "PROGRESS_WRITE_INTERVAL": "0.05",  # small documents still report progress
         }
-        self.logs = SCREENSHOTS / "logs"
+        self.logs = SCREENSHOTS / "logs" / name
         self.logs.mkdir(parents=True, exist_ok=True)
         self.processes: list[subprocess.Popen[bytes]] = []
 
@@ -127,9 +127,11 @@ class LiveApp:
 
 
 @pytest.fixture
-def app(transactional_db: None, settings: Any) -> Iterator[LiveApp]:
+def app(
+    transactional_db: None, settings: Any, request: pytest.FixtureRequest
+) -> Iterator[LiveApp]:
     """daphne and the live relay; the test starts the worker."""
-    live = LiveApp(Path(settings.MEDIA_ROOT))
+    live = LiveApp(Path(settings.MEDIA_ROOT), request.node.name)
     live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
     live.start("live", "manage.py", "live_relay")
     try:
