@@ -18,9 +18,10 @@ from urllib.parse import quote
 import pytest
 from django.conf import settings as django_settings
 
+from processing.jobs import lifecycle
 from processing.jobs.queues import QUEUES
 from processing.models import Role
-from tests.conftest import make_pdf
+from tests.conftest import make_pdf, stored_document
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -127,9 +128,21 @@ class LiveApp:
 
 
 @pytest.fixture
-def app(
+def web_only(
     transactional_db: None, settings: Any, request: pytest.FixtureRequest
 ) -> Iterator[LiveApp]:
+    """daphne alone: no relay pushes anything, no worker runs anything."""
+    live = LiveApp(Path(settings.MEDIA_ROOT), request.node.name)
+    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
+    try:
+        live.wait_until_serving()
+        yield live
+    finally:
+        live.stop()
+
+
+@pytest.fixture
+def app(transactional_db: None, settings: Any, request: pytest.FixtureRequest) -> Iterator[LiveApp]:
     """daphne and the live relay; the test starts the worker."""
     live = LiveApp(Path(settings.MEDIA_ROOT), request.node.name)
     live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
@@ -303,6 +316,27 @@ def test_with_the_socket_down_the_page_polls_and_stops_when_the_job_is_done(
     time.sleep(4.5)  # two more polling periods
     assert len(row_polls) == polls
     assert page.evaluate("window.jtPolling()") is True
+
+
+def test_what_changed_before_the_socket_opened_is_fetched_once_it_opens(
+    browser: Any, web_only: LiveApp, make_user: Any, make_matter: Any
+) -> None:
+    owner = make_user("hana")
+    matter = make_matter(owner, "Late socket")
+    job = lifecycle.create_job(stored_document(matter, owner, "late.pdf"), by=owner)
+    page = log_in(browser, web_only.url, "hana")
+
+    def change_then_connect(route: Any) -> None:
+        # The page has rendered the job QUEUED; it finishes before the socket is open,
+        # and no relay runs: nothing will ever be pushed about it.
+        lifecycle.cancel(job, by=owner)
+        route.connect_to_server()
+
+    page.route_web_socket(WEBSOCKETS, change_then_connect)
+    page.goto(f"{web_only.url}/matters/{matter.pk}/")
+    row = page.locator(f"#job-{job.pk}")
+    row.locator(".job-status:has-text('Cancelled')").wait_for(timeout=10_000)
+    assert page.evaluate("window.jtPolling()") is False  # caught up over HTTP once, then quiet
 
 
 def test_a_rejected_upload_says_why(

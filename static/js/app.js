@@ -1,9 +1,16 @@
-// Jobtracker's own script: poll only while the page's socket is down, count down
-// the waits, and show times as "2 min ago" with the exact local time on hover.
+// Jobtracker's own script: poll only while the page's socket is down, catch up once
+// it (re)opens, count down the waits, and show times as "2 min ago" with the exact
+// local time on hover.
 (function () {
   let socketOpen = false;
   window.jtPolling = () => !socketOpen;
-  document.addEventListener("htmx:wsOpen", () => { socketOpen = true; });
+  document.addEventListener("htmx:wsOpen", () => {
+    socketOpen = true;
+    // What changed before the socket was open was pushed to nobody: fetch it once.
+    for (const el of document.querySelectorAll("[hx-trigger*='jt:resync']")) {
+      htmx.trigger(el, "jt:resync");
+    }
+  });
   document.addEventListener("htmx:wsClose", () => { socketOpen = false; });
 
   function about(seconds) {  // the same words as processing/web/display.py's about()
