@@ -20,7 +20,8 @@ from django.conf import settings as django_settings
 
 from processing.jobs import lifecycle
 from processing.jobs.queues import QUEUES
-from processing.models import Role
+from processing.live import notices
+from processing.models import ProcessingJob, Role
 from tests.conftest import make_pdf, stored_document
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
@@ -59,6 +60,14 @@ def browser() -> Iterator[Any]:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
         yield browser
         browser.close()
+
+
+@pytest.fixture(autouse=True)
+def _close_pages(browser: Any) -> Iterator[None]:
+    """Each test's pages go with it: a page left open keeps reconnecting its socket."""
+    yield
+    for context in browser.contexts:
+        context.close()
 
 
 def _free_port() -> int:
@@ -337,6 +346,34 @@ def test_what_changed_before_the_socket_opened_is_fetched_once_it_opens(
     row = page.locator(f"#job-{job.pk}")
     row.locator(".job-status:has-text('Cancelled')").wait_for(timeout=10_000)
     assert page.evaluate("window.jtPolling()") is False  # caught up over HTTP once, then quiet
+
+
+def test_a_late_older_push_does_not_turn_the_page_back(
+    browser: Any, app: LiveApp, make_user: Any, make_matter: Any
+) -> None:
+    owner = make_user("ivan")
+    matter = make_matter(owner, "Race matter")
+    job = lifecycle.create_job(stored_document(matter, owner, "race.pdf"), by=owner)
+    as_queued = ProcessingJob.objects.get(pk=job.pk)
+    page = log_in(browser, app.url, "ivan")
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda frame: frames.append(frame)))
+    open_matter(page, app.url, matter)
+    page.wait_for_function("() => window.jtPolling() === false")  # the socket is open
+    row = page.locator(f"#job-{job.pk}")
+
+    lifecycle.cancel(job, by=owner)
+    row.locator(".job-status:has-text('Cancelled')").wait_for(timeout=10_000)
+    # A push of an older state arrives after the newer one (as when a slow push is
+    # overtaken by the page's own request): it is received, and dropped.
+    received = len(frames)
+    notices.announce(as_queued, "status")
+    deadline = time.monotonic() + 5
+    while len(frames) == received and time.monotonic() < deadline:
+        page.wait_for_timeout(100)
+    assert len(frames) > received and "Queued" in str(frames[-1])
+    page.wait_for_timeout(300)
+    assert row.locator(".job-status").inner_text().endswith("Cancelled")
 
 
 def test_a_rejected_upload_says_why(

@@ -27,6 +27,7 @@ def job(status: str, stage_statuses: list[str], **fields: Any) -> dict[str, Any]
         ],
         "started_at": None,
         "created_at": iso(NOW - timedelta(minutes=3)),
+        "updated_at": iso(NOW - timedelta(minutes=1)),
         "completed_at": None,
         "next_attempt_at": None,
         "queue_position": None,
@@ -139,3 +140,9 @@ def test_the_banner_shows_while_anything_is_active() -> None:
         {**counts, "queued": 0, "processing": 0, "progress": 0, "eta_seconds": None}
     )
     assert idle["banner"] == ""
+
+
+def test_a_later_state_of_a_job_has_a_higher_version() -> None:
+    earlier = job_view(job("QUEUED", ["PENDING"] * 3), NOW)
+    later = job_view(job("QUEUED", ["PENDING"] * 3, updated_at=iso(NOW)), NOW)
+    assert 0 < earlier["version"] < later["version"]

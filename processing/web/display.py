@@ -7,6 +7,7 @@ so a job looks the same however it reached the browser.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -94,6 +95,11 @@ def ago(iso: str | None, now: datetime) -> str:
     return f"{moment:%Y-%m-%d %H:%M} UTC"
 
 
+def _microseconds(iso: str | None) -> int:
+    moment = parse_datetime(iso) if iso else None
+    return 0 if moment is None else int(moment.timestamp() * 1_000_000)
+
+
 def steps(job: dict[str, Any]) -> list[Step]:
     """Queued, each stage of the job's pipeline, then Done."""
     status = job["status"]
@@ -133,6 +139,9 @@ def job_view(job: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
         "eta_until": None,
         "suggestion": SUGGESTED_ACTIONS.get(job["error_code"] or "", ""),
         "created_ago": ago(job["created_at"], now),
+        # Every write of the lifecycle moves updated_at: what the page shows of a job
+        # is only replaced by a newer state (see static/js/app.js).
+        "version": _microseconds(job["updated_at"]),
         "completed_ago": ago(job["completed_at"], now),
     }
     due = parse_datetime(job["next_attempt_at"]) if job["next_attempt_at"] else None
@@ -204,6 +213,8 @@ def summary_view(summary: dict[str, Any]) -> dict[str, Any]:
             parts.append(f"{about(summary['eta_seconds'])} left")
     return {
         **summary,
+        # Computed now, so a summary rendered later is the newer one (see static/js/app.js).
+        "version": int(time.time() * 1_000_000),
         "active": active,
         "banner": (
             f"Processing {active} document{'s' if active != 1 else ''} — " + " · ".join(parts)

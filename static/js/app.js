@@ -13,6 +13,18 @@
   });
   document.addEventListener("htmx:wsClose", () => { socketOpen = false; });
 
+  // A part of the page only moves forward: an answer older than what it shows (an
+  // HTTP response overtaken by a push, or the other way round) is dropped.
+  const version = (el) => Number((el && el.dataset && el.dataset.version) || 0);
+  document.addEventListener("htmx:oobBeforeSwap", (e) => {
+    const incoming = e.detail.fragment.firstElementChild || e.detail.fragment;
+    if (version(incoming) < version(e.detail.target)) e.detail.shouldSwap = false;
+  });
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const found = /data-version="(\d+)"/.exec(e.detail.serverResponse || "");
+    if (found && Number(found[1]) < version(e.detail.target)) e.detail.shouldSwap = false;
+  });
+
   function about(seconds) {  // the same words as processing/web/display.py's about()
     if (seconds < 45) return "less than a minute";
     const minutes = Math.round(seconds / 60);
