@@ -192,6 +192,14 @@ def with_redis_db(url: str, db: int) -> str:
     return urlunsplit(parts._replace(path=f"/{db}"))
 
 
+def redis_db_of(url: str) -> int:
+    """The database number a Redis URL selects (0 when it names none)."""
+    parts = urlsplit(url)
+    if parts.scheme == "unix":
+        return int(dict(parse_qsl(parts.query)).get("db", "0") or 0)
+    return int(parts.path.strip("/") or 0)
+
+
 REDIS_URL = with_redis_db(REDIS_URL, REDIS_DB)
 RQ_QUEUES = {name: {"URL": REDIS_URL, "DEFAULT_TIMEOUT": STAGE_TIMEOUT} for name in queues.QUEUES}
 RQ_SHOW_ADMIN_LINK = True
@@ -199,7 +207,7 @@ RQ = {"WORKER_CLASS": "processing.jobs.worker.Worker"}
 
 # Redis pub/sub channels are not kept apart by database number, so the live channels
 # carry it in their names: tests and a `./dev run` on the same server never cross.
-LIVE_PREFIX = f"jobtracker:{max(REDIS_DB, 0)}:"
+LIVE_PREFIX = f"jobtracker:{redis_db_of(REDIS_URL)}:"
 # The pub-sub layer: under load the core layer drops whole messages past its
 # per-channel capacity without a word; pub-sub delivers them all (late, if it must).
 # bench/push_latency.py measures both.
@@ -212,7 +220,9 @@ CHANNEL_LAYERS = {
     }
 }
 # A job's progress is pushed at most this often (status changes are pushed at once).
-LIVE_PROGRESS_INTERVAL = float(os.environ.get("LIVE_PROGRESS_INTERVAL", "0.4"))
+# A matter's running jobs are pushed at most this often for their progress (a status
+# change goes out at once). Above PROGRESS_WRITE_INTERVAL, so pushes coalesce writes.
+LIVE_PROGRESS_INTERVAL = float(os.environ.get("LIVE_PROGRESS_INTERVAL", "1.0"))
 
 LOGGING = {
     "version": 1,

@@ -151,8 +151,9 @@ def stage_costs() -> dict[str, StageCost]:
 
 def clear_history() -> None:
     """Forget the cached figures (tests, or after a bulk import of history)."""
-    global _history
+    global _history, _workers
     _history = None
+    _workers = (float("-inf"), 1)
 
 
 # --- queue positions -------------------------------------------------------------------
@@ -288,14 +289,27 @@ def _active_work(now: datetime) -> list[_Work]:
     return out
 
 
+WORKER_COUNT_SECONDS = 5.0
+"""How long a process reuses its count of the running workers."""
+_workers: tuple[float, int] = (float("-inf"), 1)
+
+
 def _worker_count() -> int:
-    from django_rq import get_connection
+    """The RQ workers running (at least 1), asked of Redis at most every few seconds."""
+    global _workers
     from rq import Worker
 
+    from processing.jobs.dispatch import redis_connection
+
+    asked, count = _workers
+    if time.monotonic() - asked < WORKER_COUNT_SECONDS:
+        return count
     try:
-        return max(Worker.count(connection=get_connection("default")), 1)
+        count = max(Worker.count(connection=redis_connection()), 1)
     except Exception:  # Redis down: the estimate is still worth something.
-        return 1
+        count = 1
+    _workers = (time.monotonic(), count)
+    return count
 
 
 # --- one job ---------------------------------------------------------------------------

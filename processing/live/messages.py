@@ -23,8 +23,6 @@ from processing.models import Document, ProcessingJob
 from processing.payloads import job_detail_payload, job_payload
 from processing.web.display import job_view, summary_view
 
-_HISTORY = ("stage_history", "audit")
-
 UPDATE = "live.update"
 """The channel-layer message type of a push (the consumers' ``live_update``)."""
 
@@ -38,39 +36,55 @@ def build_update(
     matter_id: uuid.UUID | str,
     job_ids: Iterable[uuid.UUID | str],
     *,
-    committed: ProcessingJob | None = None,
+    committed: list[ProcessingJob] | None = None,
+    summary: dict[str, Any] | None = None,
     previous_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One push for ``matter_id``: the jobs' current state and the matter's summary.
+    """One push for ``matter_id``: ``{"push": <the channel-layer message>, "summary": …}``.
 
-    ``committed`` is a job as a status change committed it: it is pushed as it
-    was then (not as the database holds it now, maybe a status later), with its
-    stage history and audit trail for its job page. The other jobs are read as
-    they are now. ``previous_summary`` is the summary last pushed for the matter: a
-    ``matter.summary`` event is included only when the summary differs.
+    ``committed`` are jobs as status changes committed them, in order: each is sent
+    to the event feed as it was then (not as the database holds it now, maybe a
+    status later), and the page gets each job's latest state with its stage
+    history and audit trail. ``job_ids`` are jobs whose progress moved: they are
+    read as they are now. ``summary`` is the matter's summary if the caller has
+    a recent one, else it is worked out again; ``previous_summary`` is the one last
+    pushed: a ``matter.summary`` event goes out only when it changed.
     """
     now = timezone.now()
-    jobs = ProcessingJob.objects.filter(pk__in=list(job_ids), matter_id=matter_id)
-    if committed is not None:
-        committed.document = Document.objects.get(pk=committed.document_id)
-        jobs = jobs.exclude(pk=committed.pk)
-    others = list(jobs.select_related("document"))
-    found = estimates.for_jobs([*([committed] if committed else []), *others], now=now)
-    shown = [job_payload(job, now=now, estimate=found[job.pk]) for job in others]
-    if committed is not None:
-        shown.insert(0, job_detail_payload(committed, estimate=found[committed.pk]))
-    payloads = [{k: v for k, v in job.items() if k not in _HISTORY} for job in shown]
-    summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
+    committed = committed or []
+    moving = {str(job_id) for job_id in job_ids}
+    current = list(
+        ProcessingJob.objects.filter(pk__in=moving, matter_id=matter_id).select_related("document")
+    )
+    documents = Document.objects.in_bulk({job.document_id for job in committed})
+    for job in committed:
+        job.document = documents[job.document_id]
+    found = estimates.for_jobs([*committed, *current], now=now)
+    # The feed: every status change in order, then the latest counters.
+    events: list[dict[str, Any]] = [
+        {"type": "job.updated", "job": job_payload(job, now=now, estimate=found[job.pk])}
+        for job in [*committed, *current]
+    ]
+    # The page: each job once, as it is latest; with its history if its status changed.
+    latest = {str(job.pk): job for job in committed}
+    latest.update({str(job.pk): job for job in current})
+    changed = {str(job.pk) for job in committed}
+    shown = [
+        job_detail_payload(job, estimate=found[job.pk])
+        if key in changed
+        else job_payload(job, now=now, estimate=found[job.pk])
+        for key, job in latest.items()
+    ]
+    if summary is None:
+        summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
     html = render_to_string(
         "processing/_live_update.html",
         {
             "jobs": [job_view(job, now) for job in shown],
             "summary": summary_view(summary),
             "matter_id": matter_id,
-            "oob": True,
         },
     )
-    events: list[dict[str, Any]] = [{"type": "job.updated", "job": p} for p in payloads]
     if summary != previous_summary:
         events.append({"type": "matter.summary", "summary": summary})
-    return {"type": UPDATE, "html": html, "events": events, "summary": summary}
+    return {"push": {"type": UPDATE, "html": html, "events": events}, "summary": summary}

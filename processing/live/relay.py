@@ -1,14 +1,21 @@
 """The relay: turns the lifecycle's notices into pushes (``manage.py live_relay``).
 
-Run exactly one. It listens to the notices on Redis, and for each change loads
-the job and its matter's summary, renders once, and sends one channel-layer
-message to the matter's group, which every open socket of the matter receives.
+Run exactly one. It listens to the notices on Redis and gathers them per matter.
+Every ``TICK`` seconds it sends each matter that has something new ONE
+channel-layer message for its group, which every open socket of the matter
+receives:
 
-Progress is coalesced per job: a job is pushed at most once every
-``settings.LIVE_PROGRESS_INTERVAL`` seconds for progress, and the push carries
-its latest state when it goes out. A status change is pushed at once, never
-held back. A push that fails (PostgreSQL or Redis away) is logged and skipped:
-the next one carries the whole state again.
+- a status change (a new status or stage) goes out at the next tick, never held
+  back: each one, as its change committed it, in the order they happened;
+- progress is coalesced: a matter's running jobs are pushed at most once every
+  ``settings.LIVE_PROGRESS_INTERVAL`` seconds, with their latest counters;
+- the matter's summary (banner and counts) is worked out again when a status
+  changed, and otherwise at most every ``SUMMARY_INTERVAL`` seconds.
+
+So the relay's work grows with the matters that change, not with the notices:
+its cost per push (loading, estimating, rendering) is paid once per matter per
+tick. A push that fails (PostgreSQL or Redis away) is logged and skipped: the
+next one carries the whole state again.
 """
 
 from __future__ import annotations
@@ -17,7 +24,7 @@ import asyncio
 import json
 import logging
 import time
-from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -31,84 +38,85 @@ from processing.live import messages, notices
 
 logger = logging.getLogger(__name__)
 
-FORGET_AFTER = 60.0
-"""Seconds after its last push that a job's coalescing state is dropped."""
+TICK = 0.05
+"""Seconds between two rounds of pushes: how long a status change may wait."""
+SUMMARY_INTERVAL = 2.0
+"""Seconds a matter's summary is reused for progress pushes (status changes redo it)."""
+
+
+@dataclass
+class Pending:
+    """What is new in one matter since its last push."""
+
+    statuses: list[dict[str, str]] = field(default_factory=list)  # status notices, in order
+    progress: set[str] = field(default_factory=set)  # ids of jobs whose counters moved
+
+
+@dataclass
+class Pushed:
+    """What was last pushed for one matter."""
+
+    at: float = float("-inf")
+    summary: dict[str, Any] | None = None
+    summary_at: float = float("-inf")
 
 
 class Relay:
-    """Coalesces notices per job and sends each matter's pushes."""
+    """Gathers notices per matter and sends each matter's pushes."""
 
-    def __init__(self, layer: BaseChannelLayer, interval: float) -> None:
+    def __init__(self, layer: BaseChannelLayer, progress_interval: float) -> None:
         self.layer = layer
-        self.interval = interval
-        self.last_push: dict[str, float] = {}
-        self.held: dict[str, tuple[str, float]] = {}  # job -> (matter, when it may go)
-        self.summaries: dict[str, dict[str, Any]] = {}  # matter -> last pushed summary
+        self.progress_interval = progress_interval
+        self.pending: dict[str, Pending] = {}
+        self.pushed: dict[str, Pushed] = {}
 
-    async def receive(self, notice: dict[str, str]) -> None:
-        """Push a status change now; push progress now or hold it until its turn."""
-        job, matter = notice["job"], notice["matter"]
-        now = time.monotonic()
-        since = now - self.last_push.get(job, -self.interval)
+    def receive(self, notice: dict[str, str]) -> None:
+        """Note what changed; :meth:`push_due` sends it."""
+        pending = self.pending.setdefault(notice["matter"], Pending())
         if notice["kind"] == "status":
-            await self.push(matter, [job], committed=notice)
-        elif since >= self.interval:
-            await self.push(matter, [job])
-        elif job not in self.held:
-            self.held[job] = (matter, self.last_push[job] + self.interval)
+            pending.statuses.append(notice)
+        else:
+            pending.progress.add(notice["job"])
 
     async def push_due(self) -> None:
-        """Push the held jobs whose turn has come, one message per matter."""
+        """Send every matter with a status change, and every matter whose progress is due."""
         now = time.monotonic()
-        due: dict[str, list[str]] = defaultdict(list)
-        for job, (matter, when) in list(self.held.items()):
-            if when <= now:
-                due[matter].append(job)
-        for matter, jobs in due.items():
-            await self.push(matter, jobs)
-        for job, pushed in list(self.last_push.items()):
-            if now - pushed > FORGET_AFTER and job not in self.held:
-                del self.last_push[job]
+        for matter, pending in list(self.pending.items()):
+            last = self.pushed.setdefault(matter, Pushed())
+            if pending.statuses or now - last.at >= self.progress_interval:
+                del self.pending[matter]
+                await self.push(matter, pending, last, now)
 
-    def next_due(self) -> float | None:
-        """Seconds until the next held job's turn, or None when nothing is held."""
-        if not self.held:
-            return None
-        return max(min(when for _, when in self.held.values()) - time.monotonic(), 0.0)
-
-    async def push(
-        self, matter: str, jobs: list[str], *, committed: dict[str, str] | None = None
-    ) -> None:
-        """Render the jobs' state once and send it to the matter's group.
-
-        ``committed`` is a status notice: its job is pushed as that change left it.
-        """
-        now = time.monotonic()
-        for job in jobs:
-            self.held.pop(job, None)
-            self.last_push[job] = now
+    async def push(self, matter: str, pending: Pending, last: Pushed, now: float) -> None:
+        """Render the matter's changes once and send them to its group."""
+        fresh_summary = bool(pending.statuses) or now - last.summary_at >= SUMMARY_INTERVAL
         try:
             message = await sync_to_async(_build, thread_sensitive=True)(
-                matter, jobs, committed, self.summaries.get(matter)
+                matter, pending, None if fresh_summary else last.summary, last.summary
             )
-            self.summaries[matter] = message.pop("summary")
-            await self.layer.group_send(messages.group(matter), message)
+            await self.layer.group_send(messages.group(matter), message["push"])
         except Exception:  # a push is never worth stopping the relay for
-            logger.exception("Could not push the state of %s in matter %s", jobs, matter)
+            logger.exception("Could not push the changes of matter %s", matter)
+            return
+        last.at = now
+        if fresh_summary:
+            last.summary, last.summary_at = message["summary"], now
 
 
 def _build(
     matter: str,
-    jobs: list[str],
-    committed: dict[str, str] | None,
-    previous: dict[str, Any] | None,
+    pending: Pending,
+    summary: dict[str, Any] | None,
+    previous_summary: dict[str, Any] | None,
 ) -> dict[str, Any]:
     close_old_connections()  # a connection PostgreSQL dropped is replaced, not reused
+    committed = [notices.committed_row(notice) for notice in pending.statuses]
     return messages.build_update(
         matter,
-        jobs,
-        committed=notices.committed_row(committed) if committed else None,
-        previous_summary=previous,
+        pending.progress,
+        committed=[job for job in committed if job is not None],
+        summary=summary,
+        previous_summary=previous_summary,
     )
 
 
@@ -134,16 +142,15 @@ async def run(*, ready: asyncio.Event | None = None) -> None:
 
 
 async def _listen(pubsub: Any, relay: Relay) -> None:
+    """Take every notice that has arrived, then push what is due; once per tick."""
     while True:
-        wait = relay.next_due()
-        message = await pubsub.get_message(
-            ignore_subscribe_messages=True, timeout=1.0 if wait is None else wait
-        )
-        if message is not None:
+        deadline = time.monotonic() + TICK
+        while (left := deadline - time.monotonic()) > 0:
+            message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=left)
+            if message is None:
+                continue
             try:
-                notice = json.loads(message["data"])
-            except ValueError:
+                relay.receive(json.loads(message["data"]))
+            except (ValueError, KeyError):
                 logger.warning("Ignored a malformed notice: %r", message["data"][:200])
-            else:
-                await relay.receive(notice)
         await relay.push_due()
