@@ -433,6 +433,26 @@ def analyse(transitions: list[dict[str, Any]], dump: dict[str, Any]) -> dict[str
     return out
 
 
+def relay_lag(transitions: list[dict[str, Any]], pushes: list[Any]) -> dict[str, Any]:
+    """Commit -> the relay's group_send (seen on Redis), per transition: the relay's share.
+
+    The captured pushes stand for one client per matter; the rest of the latency
+    (group_send -> client) is the channel layer's and daphne's.
+    """
+    from channels.layers import get_channel_layer
+
+    layer = get_channel_layer()
+    per_matter: dict[str, list[list[Any]]] = {}
+    for t, channel, data in pushes:
+        matter = channel.rsplit("matter-", 1)[1]
+        for event in layer.deserialize(data).get("events", []):  # type: ignore[union-attr]
+            if event["type"] == "job.updated":
+                job = event["job"]
+                per_matter.setdefault(matter, []).append([t, job["job_id"], job["updated_at"]])
+    result = analyse(transitions, {"clients": list(per_matter.items())})
+    return {key: result[key] for key in ("all", "status", "progress", "lost", "pairs")}
+
+
 def _ms(value: float | None) -> float | None:
     return None if value is None else round(value * 1000, 1)
 
@@ -534,8 +554,8 @@ def _postgres_cpu() -> float | None:
 def _cpu_share(before: dict[str, Any], after: dict[str, Any], seconds: float) -> dict[str, Any]:
     return {
         name: (
-            None
-            if before[name] is None or after[name] is None
+            None  # postgres: a backend that exited took its CPU time with it
+            if before[name] is None or after[name] is None or after[name] < before[name]
             else round(100 * (after[name] - before[name]) / seconds, 1)
         )
         for name in before
@@ -581,6 +601,8 @@ def spread(
         _last, dump = _wait_quiet(stack)  # late pushes still count
         pushes = capture.take()
         result = analyse(driver.transitions, dump)
+        if layer == PUBSUB:
+            result["relay_lag"] = relay_lag(driver.transitions, pushes)
         result.update(
             {
                 "config": tag,
@@ -612,6 +634,9 @@ def spread(
 
 def _print_spread(r: dict[str, Any]) -> None:
     a, s, p = r["all"], r["status"], r["progress"]
+    if r.get("relay_lag"):
+        lag = r["relay_lag"]["all"]
+        print(f"  commit -> relay group_send p50/p99 {lag['p50_ms']}/{lag['p99_ms']} ms")
     print(
         f"  {r['transitions']} transitions ({r['transitions_per_s']}/s), {r['pairs']} "
         f"(transition, client) pairs; p50/p95/p99 {a['p50_ms']}/{a['p95_ms']}/{a['p99_ms']} ms "
@@ -656,6 +681,7 @@ def worst(
             dump, pushes[0][0], t_sent, last, cpu_before, cpu_after, pushes, n_clients, load_before
         )
         phases["ours"]["latency"] = analyse(driver.transitions, dump)
+        phases["ours"]["relay_lag"] = relay_lag(driver.transitions, pushes)
         phases["ours"]["status_changes"] = _status_counts(driver.transitions, dump)
 
         # bare: the same messages at the same times, group_send from its own process
@@ -869,6 +895,14 @@ def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
     return out
 
 
+def _busy_matter(matters: list[Any]) -> str:
+    from processing.models import ProcessingJob
+
+    ids = [m.pk for m in matters]
+    job = ProcessingJob.objects.filter(matter_id__in=ids, status="PROCESSING").first()
+    return str(job.matter_id if job else ids[0])
+
+
 # --- the baseline's sender ---------------------------------------------------------------
 
 
@@ -913,12 +947,15 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=5.0)
     parser.add_argument("--worst", type=float, default=2.0, help="seconds driven in the worst case")
     parser.add_argument("--only", choices=["spread", "worst"], default=None)
+    parser.add_argument("--slots", type=int, default=SLOTS, help="jobs kept processing")
     parser.add_argument("--bare-sender", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--group-prefix", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.bare_sender:
         bare_sender(args.bare_sender, args.group_prefix)
         return
+    global SLOTS
+    SLOTS = args.slots
 
     started = time.monotonic()
     info = _setup.prepare()
@@ -951,7 +988,7 @@ def main() -> None:
             results["worst"] = worst(user, [hot], token, args, capture)
         # The driver leaves its jobs mid-stage: PROCESSING jobs to build pushes for.
         results["relay_cost"] = {
-            "one active job in the matter": relay_cost(str(matters[0].pk)),
+            "one active job in the matter": relay_cost(_busy_matter(matters)),
             f"{SLOTS} active jobs in the matter": relay_cost(str(hot.pk)),
         }
     finally:
@@ -971,6 +1008,7 @@ def main() -> None:
                     "p99 ms",
                     "status p99",
                     "progress p99",
+                    "commit->group_send p99",
                     "lost",
                     "lost status",
                     "superseded status",
@@ -989,6 +1027,7 @@ def main() -> None:
                         r["all"]["p99_ms"],
                         r["status"]["p99_ms"],
                         r["progress"]["p99_ms"],
+                        r["relay_lag"]["all"]["p99_ms"] if r.get("relay_lag") else "-",
                         r["lost"],
                         r["lost_status"],
                         r["status_superseded"],
