@@ -187,6 +187,10 @@ def in_process(client: Any, path: str, requests: int) -> dict[str, Any]:
         "sql_ms": round(1000 * sum(float(q["time"]) for q in queries.captured_queries), 1),
         "bytes": len(response.content),
         "query_shapes": [{"count": n, "sql": sql} for sql, n in shapes.most_common()],
+        "slowest": [
+            {"ms": round(1000 * float(q["time"]), 1), "sql": shape(q["sql"])}
+            for q in sorted(queries.captured_queries, key=lambda q: -float(q["time"]))[:4]
+        ],
     }
 
 
@@ -336,6 +340,9 @@ def main() -> None:
         print(f"\n{name}: {r['in_process']['queries']} queries; repeated shapes:")
         for s in repeated or [{"count": 0, "sql": "(none)"}]:
             print(f"  {s['count']:4} x {s['sql']}")
+        print("  slowest:")
+        for s in r["in_process"]["slowest"]:
+            print(f"  {s['ms']:6.1f} ms {s['sql']}")
     big_page = results[pages[0][0]]
     small_page = results[pages[-1][0]]
     p95 = max(big_page["in_process"]["p95_ms"], big_page["daphne"]["p95_ms"])
