@@ -942,6 +942,7 @@ def bare_sender(path: str, group_prefix: str) -> None:
 
 
 def main() -> None:
+    global SLOTS
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--measure", type=float, default=25.0, help="seconds measured per config")
     parser.add_argument("--warmup", type=float, default=5.0)
@@ -954,7 +955,6 @@ def main() -> None:
     if args.bare_sender:
         bare_sender(args.bare_sender, args.group_prefix)
         return
-    global SLOTS
     SLOTS = args.slots
 
     started = time.monotonic()
