@@ -271,17 +271,6 @@ def main() -> None:
     for name, path in pages:
         estimates.clear_history()
         results[name] = {"path": path, "in_process": in_process(client, path, args.requests)}
-    # Diagnostic, in-process only: what the worker count costs when it is asked per row
-    # (estimates._worker_count opens a new Redis connection each call). Patched here to
-    # one lookup per request's worth, to measure the effect; the product code is unchanged.
-    count = estimates._worker_count()
-    real = estimates._worker_count
-    estimates._worker_count = lambda: count  # type: ignore[assignment]
-    try:
-        estimates.clear_history()
-        diagnostic = in_process(client, pages[0][1], args.requests)
-    finally:
-        estimates._worker_count = real  # type: ignore[assignment]
     connections.close_all()
 
     port = _free_port()
@@ -318,10 +307,6 @@ def main() -> None:
         except subprocess.TimeoutExpired:
             daphne.kill()
 
-    print(
-        f"diagnostic: page 1 with estimates._worker_count answered from memory: p50 "
-        f"{diagnostic['p50_ms']} ms, p95 {diagnostic['p95_ms']} ms (test Client)\n"
-    )
     rows = [
         [
             name,
@@ -379,7 +364,6 @@ def main() -> None:
                 "mix": dict(Counter(mix(args.jobs))),
             },
             "pages": results,
-            "diagnostic_worker_count_from_memory": diagnostic,
             "target_p95_ms": TARGET_P95_S * 1000,
             "target_met": met,
         },

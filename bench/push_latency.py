@@ -860,12 +860,14 @@ def _print_worst(r: dict[str, Any]) -> None:
 def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
     """Time and queries of one push's build (relay._build), in this process.
 
-    The same function the relay runs for each push, for one PROCESSING job of the
-    matter: a progress push and a status push (``with_history``). Alternating, medians.
+    The same function the relay runs for each push of a matter, for one PROCESSING
+    job of it: a progress push (the summary reused, as between status changes) and a
+    status push (the summary worked out again). Medians.
     """
     import re
     from collections import Counter
 
+    from django.core import serializers
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -877,14 +879,28 @@ def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
         return {}
     active = ProcessingJob.objects.filter(matter_id=matter_id).active().count()
     out: dict[str, Any] = {"matter_active_jobs": active}
+    notice = {
+        "job": str(job.pk),
+        "matter": str(matter_id),
+        "kind": "status",
+        "row": serializers.serialize("json", [job]),
+    }
+    summary = relay._build(str(matter_id), relay.Pending(), None, None)["summary"]
+
+    def build(status: bool) -> None:
+        if status:
+            relay._build(str(matter_id), relay.Pending(statuses=[notice]), None, summary)
+        else:
+            relay._build(str(matter_id), relay.Pending(progress={str(job.pk)}), summary, summary)
+
     for history in (False, True):
         times = []
         for _ in range(rounds):
             begun = time.perf_counter()
-            relay._build(str(matter_id), [str(job.pk)], history, None)
+            build(history)
             times.append(time.perf_counter() - begun)
         with CaptureQueriesContext(connection) as queries:
-            relay._build(str(matter_id), [str(job.pk)], history, None)
+            build(history)
         shapes = Counter(re.sub(r"\s+", " ", q["sql"])[:90] for q in queries.captured_queries)
         out["status" if history else "progress"] = {
             "median_ms": round(1000 * _setup.median(times), 2),

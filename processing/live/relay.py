@@ -9,8 +9,9 @@ receives:
   back: each one, as its change committed it, in the order they happened;
 - progress is coalesced: a matter's running jobs are pushed at most once every
   ``settings.LIVE_PROGRESS_INTERVAL`` seconds, with their latest counters;
-- the matter's summary (banner and counts) is worked out again when a status
-  changed, and otherwise at most every ``SUMMARY_INTERVAL`` seconds.
+- the matter's summary (banner and counts: eight queries, the dearest part of a
+  push) is worked out again at most every ``SUMMARY_INTERVAL`` seconds when a
+  status changed, and every ``SUMMARY_MAX_AGE`` seconds otherwise.
 
 So the relay's work grows with the matters that change, not with the notices:
 its cost per push (loading, estimating, rendering) is paid once per matter per
@@ -40,8 +41,10 @@ logger = logging.getLogger(__name__)
 
 TICK = 0.05
 """Seconds between two rounds of pushes: how long a status change may wait."""
-SUMMARY_INTERVAL = 2.0
-"""Seconds a matter's summary is reused for progress pushes (status changes redo it)."""
+SUMMARY_INTERVAL = 0.5
+"""Seconds a matter's summary is reused when a status changed (its counts moved)."""
+SUMMARY_MAX_AGE = 2.0
+"""Seconds a matter's summary is reused for progress pushes (its % and ETA moved)."""
 
 
 @dataclass
@@ -89,7 +92,8 @@ class Relay:
 
     async def push(self, matter: str, pending: Pending, last: Pushed, now: float) -> None:
         """Render the matter's changes once and send them to its group."""
-        fresh_summary = bool(pending.statuses) or now - last.summary_at >= SUMMARY_INTERVAL
+        age = now - last.summary_at
+        fresh_summary = age >= (SUMMARY_INTERVAL if pending.statuses else SUMMARY_MAX_AGE)
         try:
             message = await sync_to_async(_build, thread_sensitive=True)(
                 matter, pending, None if fresh_summary else last.summary, last.summary
