@@ -1,7 +1,7 @@
 """The relay: turns the lifecycle's notices into pushes (``manage.py live_relay``).
 
 Run exactly one. It listens to the notices on Redis and gathers them per matter.
-Every ``TICK`` seconds it sends each matter that has something new ONE
+Every ``TICK`` seconds (20 ms) it sends each matter that has something new ONE
 channel-layer message for its group, which every open socket of the matter
 receives:
 
@@ -39,9 +39,9 @@ from processing.live import messages, notices
 
 logger = logging.getLogger(__name__)
 
-TICK = 0.05
+TICK = 0.02
 """Seconds between two rounds of pushes: how long a status change may wait."""
-SUMMARY_INTERVAL = 0.5
+SUMMARY_INTERVAL = 2.0
 """Seconds a matter's summary is reused when a status changed (its counts moved)."""
 SUMMARY_MAX_AGE = 2.0
 """Seconds a matter's summary is reused for progress pushes (its % and ETA moved)."""
