@@ -867,7 +867,7 @@ def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
     import re
     from collections import Counter
 
-    from django.core import serializers
+    from django.core.serializers.json import DjangoJSONEncoder
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
@@ -883,7 +883,12 @@ def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
         "job": str(job.pk),
         "matter": str(matter_id),
         "kind": "status",
-        "row": serializers.serialize("json", [job]),
+        "row": json.loads(
+            json.dumps(
+                {f.attname: getattr(job, f.attname) for f in job._meta.concrete_fields},
+                cls=DjangoJSONEncoder,
+            )
+        ),
     }
     summary = relay._build(str(matter_id), relay.Pending(), None, None)["summary"]
 

@@ -262,7 +262,8 @@ def test_each_statement_writes_what_the_orm_would_for_a_whole_job(
         job_dispatch = ProcessingJob.objects.get(pk=by_statement.pk).dispatch_id
         started = statements.begin_stage(by_statement.pk, job_dispatch, worker="w:1", now=now)
         assert started is not None
-        job, run = started
+        job, run, was_queued = started
+        assert was_queued == (stage == "a")  # only the first stage starts a QUEUED job
         _orm_begin_stage(by_orm.pk, worker="w:1", now=now)
         same_rows()
         # What begin_stage hands the stage is what the database holds.

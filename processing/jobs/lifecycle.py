@@ -230,9 +230,13 @@ def begin_stage(
     new stage run.
     """
     started = statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
-    if started is not None:
-        _announce(started[0])
-    return started
+    if started is None:
+        return None
+    # The move to a next stage was announced when the last one completed; only a
+    # QUEUED -> PROCESSING start is news (one notice less per stage for the worker).
+    if started.was_queued:
+        _announce(started.job)
+    return started.job, started.run
 
 
 def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:

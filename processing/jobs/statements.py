@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from django.db import connection
 
@@ -136,14 +136,24 @@ BEGIN_STAGE = f"""
     )
     SELECT {_select("job", JOB_COLUMNS)},
         {_select("document", DOCUMENT_COLUMNS)},
-        {_select("run", STAGE_RUN_COLUMNS)}
-    FROM job JOIN processing_document document ON document.id = job.document_id, run
+        {_select("run", STAGE_RUN_COLUMNS)},
+        current.status = %(queued)s
+    FROM job JOIN processing_document document ON document.id = job.document_id, run, current
 """
+
+
+class Started(NamedTuple):
+    """What :func:`begin_stage` returns: the job with its document, its new stage run, and
+    whether the job was QUEUED (its status changed) rather than moving to a next stage."""
+
+    job: ProcessingJob
+    run: StageRun
+    was_queued: bool
 
 
 def begin_stage(
     job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, *, worker: str, now: datetime
-) -> tuple[ProcessingJob, StageRun] | None:
+) -> Started | None:
     """Start the job's current stage; None when this queue entry is stale.
 
     Locks: the job row (``FOR UPDATE`` in ``current``), if ``dispatch_id`` is its token.
@@ -153,7 +163,7 @@ def begin_stage(
     once locked, which is how the audit knows whether this is QUEUED -> PROCESSING.
     Writes: the job (PROCESSING, stage counters reset, ``stage_attempt`` + 1); a
     new IN_PROGRESS stage run; for a QUEUED job, a "started" audit event.
-    Returns: the job with its document, and the stage run.
+    Returns: the job with its document, the stage run, and whether it was QUEUED.
     """
     params: dict[str, Any] = {
         "job": job_id,
@@ -173,9 +183,9 @@ def begin_stage(
     document_end = job_end + len(DOCUMENT_COLUMNS)
     job = ProcessingJob.from_db(connection.alias, JOB_COLUMNS, row[:job_end])
     job.document = Document.from_db(connection.alias, DOCUMENT_COLUMNS, row[job_end:document_end])
-    run = StageRun.from_db(connection.alias, STAGE_RUN_COLUMNS, row[document_end:])
+    run = StageRun.from_db(connection.alias, STAGE_RUN_COLUMNS, row[document_end:-1])
     run.job = job
-    return job, run
+    return Started(job, run, bool(row[-1]))
 
 
 RECORD_PROGRESS = """

@@ -13,16 +13,19 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 from django.conf import settings
-from django.core import serializers
+from django.core.serializers.json import DjangoJSONEncoder
 from redis.exceptions import RedisError
 
 from processing.jobs import dispatch
 from processing.models import ProcessingJob
 
 logger = logging.getLogger(__name__)
+
+# A status notice carries every column of the job row, by attribute name.
+_FIELDS = ProcessingJob._meta.concrete_fields
 
 Kind = Literal["status", "progress"]
 """``status``: pushed at once. ``progress``: counters only, coalesced per job."""
@@ -35,18 +38,20 @@ def channel() -> str:
 
 def announce(job: ProcessingJob, kind: Kind) -> None:
     """Tell the relay that ``job`` changed (``job`` as just committed). Never raises."""
-    notice = {"job": str(job.pk), "matter": str(job.matter_id), "kind": kind}
+    notice: dict[str, Any] = {"job": str(job.pk), "matter": str(job.matter_id), "kind": kind}
     if kind == "status":
-        notice["row"] = serializers.serialize("json", [job])
+        notice["row"] = {f.attname: getattr(job, f.attname) for f in _FIELDS}
     try:
-        dispatch.redis_connection().publish(channel(), json.dumps(notice))
+        dispatch.redis_connection().publish(channel(), json.dumps(notice, cls=DjangoJSONEncoder))
     except RedisError:
         logger.warning("Could not announce a change of job %s: Redis unreachable", job.pk)
 
 
-def committed_row(notice: dict[str, str]) -> ProcessingJob | None:
+def committed_row(notice: dict[str, Any]) -> ProcessingJob | None:
     """The job as a status notice carries it (None for a progress notice)."""
-    if "row" not in notice:
+    row = notice.get("row")
+    if row is None:
         return None
-    job = next(serializers.deserialize("json", notice["row"])).object
-    return job if isinstance(job, ProcessingJob) else None
+    return ProcessingJob(
+        **{f.attname: f.to_python(row[f.attname]) for f in _FIELDS if f.attname in row}
+    )

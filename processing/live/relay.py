@@ -51,7 +51,7 @@ SUMMARY_MAX_AGE = 2.0
 class Pending:
     """What is new in one matter since its last push."""
 
-    statuses: list[dict[str, str]] = field(default_factory=list)  # status notices, in order
+    statuses: list[dict[str, Any]] = field(default_factory=list)  # status notices, in order
     progress: set[str] = field(default_factory=set)  # ids of jobs whose counters moved
 
 
@@ -73,7 +73,7 @@ class Relay:
         self.pending: dict[str, Pending] = {}
         self.pushed: dict[str, Pushed] = {}
 
-    def receive(self, notice: dict[str, str]) -> None:
+    def receive(self, notice: dict[str, Any]) -> None:
         """Note what changed; :meth:`push_due` sends it."""
         pending = self.pending.setdefault(notice["matter"], Pending())
         if notice["kind"] == "status":
