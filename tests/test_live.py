@@ -265,3 +265,28 @@ def _run_with_progress(job: ProcessingJob, *, reports: int) -> int:
         written += lifecycle.record_progress(running, run_row, done=done, total=reports)
     assert lifecycle.complete_stage(running, run_row, done=reports, total=reports) is not None
     return written
+
+
+def test_the_summary_always_ends_up_right_even_when_pushes_reuse_it(
+    team: Matter, alice: Any
+) -> None:
+    _token, raw = create_token(alice)
+
+    async def body() -> None:
+        feed = socket(f"/ws/matters/{team.pk}/events?token={raw}")
+        assert (await feed.connect())[0]
+        job = await sync_to_async(_create_job)(team, alice)
+        await events_until(feed, lambda e: e["type"] == "matter.summary")
+        # Begin and complete at once: those pushes reuse the summary just sent
+        # (a summary costs eight queries), so the relay owes a fresh one.
+        await sync_to_async(_run_with_progress)(job, reports=1)
+        events = await events_until(
+            feed,
+            lambda e: e["type"] == "matter.summary" and e["summary"]["completed"] == 1,
+            limit=10,
+        )
+        final = events[-1]["summary"]
+        assert (final["queued"], final["processing"], final["completed"]) == (0, 0, 1)
+        await feed.disconnect()
+
+    run(body)

@@ -62,6 +62,7 @@ class Pushed:
     at: float = float("-inf")
     summary: dict[str, Any] | None = None
     summary_at: float = float("-inf")
+    stale: bool = False  # a push reused the summary: a fresh one is owed
 
 
 class Relay:
@@ -82,13 +83,17 @@ class Relay:
             pending.progress.add(notice["job"])
 
     async def push_due(self) -> None:
-        """Send every matter with a status change, and every matter whose progress is due."""
+        """Send every matter with a status change, every matter whose progress is due, and
+        every matter owed a fresh summary (so the banner always ends up right)."""
         now = time.monotonic()
         for matter, pending in list(self.pending.items()):
             last = self.pushed.setdefault(matter, Pushed())
             if pending.statuses or now - last.at >= self.progress_interval:
                 del self.pending[matter]
                 await self.push(matter, pending, last, now)
+        for matter, last in list(self.pushed.items()):
+            if last.stale and now - last.summary_at >= SUMMARY_INTERVAL:
+                await self.push(matter, self.pending.pop(matter, Pending()), last, now)
 
     async def push(self, matter: str, pending: Pending, last: Pushed, now: float) -> None:
         """Render the matter's changes once and send them to its group."""
@@ -105,6 +110,7 @@ class Relay:
         last.at = now
         if fresh_summary:
             last.summary, last.summary_at = message["summary"], now
+        last.stale = not fresh_summary
 
 
 def _build(
