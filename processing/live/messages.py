@@ -42,13 +42,13 @@ def build_update(
 ) -> dict[str, Any]:
     """One push for ``matter_id``: ``{"push": <the channel-layer message>, "summary": …}``.
 
-    ``committed`` are jobs as status changes committed them, in order: each is sent
-    to the event feed as it was then (not as the database holds it now, maybe a
-    status later), and the page gets each job's latest state with its stage
-    history and audit trail. ``job_ids`` are jobs whose progress moved: they are
-    read as they are now. ``summary`` is the matter's summary if the caller has
-    a recent one, else it is worked out again; ``previous_summary`` is the one last
-    pushed: a ``matter.summary`` event goes out only when it changed.
+    ``committed`` are jobs as status changes committed them, in order: each is
+    sent as it was then (not as the database holds it now, maybe a status later),
+    to the event feed and to the page, with its stage history and audit trail.
+    ``job_ids`` are jobs whose progress moved: they are read as they are now.
+    ``summary`` is the matter's summary if the caller has a recent one, else it is
+    worked out again; ``previous_summary`` is the one last pushed: a
+    ``matter.summary`` event goes out only when it changed.
     """
     now = timezone.now()
     committed = committed or []
@@ -65,16 +65,11 @@ def build_update(
         {"type": "job.updated", "job": job_payload(job, now=now, estimate=found[job.pk])}
         for job in [*committed, *current]
     ]
-    # The page: each job once, as it is latest; with its history if its status changed.
-    latest = {str(job.pk): job for job in committed}
-    latest.update({str(job.pk): job for job in current})
-    changed = {str(job.pk) for job in committed}
-    shown = [
-        job_detail_payload(job, estimate=found[job.pk])
-        if key in changed
-        else job_payload(job, now=now, estimate=found[job.pk])
-        for key, job in latest.items()
-    ]
+    # The page: each status change in order too (htmx swaps them one after the other,
+    # so the stepper passes every stage), with the job's history; then the latest
+    # counters of the jobs whose progress moved.
+    shown = [job_detail_payload(job, estimate=found[job.pk]) for job in committed]
+    shown += [job_payload(job, now=now, estimate=found[job.pk]) for job in current]
     if summary is None:
         summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
     html = render_to_string(
