@@ -890,13 +890,14 @@ def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
             )
         ),
     }
-    summary = relay._build(str(matter_id), relay.Pending(), None, None)["summary"]
+    summary = relay._build(str(matter_id), relay.Pending(notices=[notice]), None, None)["summary"]
 
     def build(status: bool) -> None:
         if status:
-            relay._build(str(matter_id), relay.Pending(statuses=[notice]), None, summary)
+            relay._build(str(matter_id), relay.Pending(notices=[notice]), None, summary)
         else:
-            relay._build(str(matter_id), relay.Pending(progress={str(job.pk)}), summary, summary)
+            progress = {**notice, "kind": "progress"}
+            relay._build(str(matter_id), relay.Pending(notices=[progress]), summary, summary)
 
     for history in (False, True):
         times = []

@@ -246,11 +246,11 @@ def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int)
     return value.
     """
     progress = _stage_progress(job, done, total)
-    ours = statements.record_progress(
-        job, run, done=done, total=total, progress=progress, now=timezone.now()
-    )
+    now = timezone.now()
+    ours = statements.record_progress(job, run, done=done, total=total, progress=progress, now=now)
     if ours:
         job.items_done, job.items_total, job.progress = done, total, progress
+        job.updated_at = now
         _announce(job, "progress")
     return ours
 

@@ -11,7 +11,6 @@ as a ``matter.summary`` event.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
 from typing import Any
 
 from django.template.loader import render_to_string
@@ -34,42 +33,38 @@ def group(matter_id: uuid.UUID | str) -> str:
 
 def build_update(
     matter_id: uuid.UUID | str,
-    job_ids: Iterable[uuid.UUID | str],
+    changes: list[tuple[ProcessingJob, bool]],
     *,
-    committed: list[ProcessingJob] | None = None,
     summary: dict[str, Any] | None = None,
     previous_summary: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One push for ``matter_id``: ``{"push": <the channel-layer message>, "summary": …}``.
 
-    ``committed`` are jobs as status changes committed them, in order: each is
-    sent as it was then (not as the database holds it now, maybe a status later),
-    to the event feed and to the page, with its stage history and audit trail.
-    ``job_ids`` are jobs whose progress moved: they are read as they are now.
+    ``changes`` are jobs as their changes committed them, in order, each with
+    whether it was a status change. Each is sent as it was then (not as the
+    database holds it now, maybe a change later) to the event feed, and to the
+    page, which htmx swaps in one after the other, so the stepper passes every
+    stage; a status change comes with the job's stage history and audit trail.
     ``summary`` is the matter's summary if the caller has a recent one, else it is
     worked out again; ``previous_summary`` is the one last pushed: a
     ``matter.summary`` event goes out only when it changed.
     """
     now = timezone.now()
-    committed = committed or []
-    moving = {str(job_id) for job_id in job_ids}
-    current = list(
-        ProcessingJob.objects.filter(pk__in=moving, matter_id=matter_id).select_related("document")
-    )
-    documents = Document.objects.in_bulk({job.document_id for job in committed})
-    for job in committed:
+    jobs = [job for job, _ in changes]
+    documents = Document.objects.in_bulk({job.document_id for job in jobs})
+    for job in jobs:
         job.document = documents[job.document_id]
-    found = estimates.for_jobs([*committed, *current], now=now)
-    # The feed: every status change in order, then the latest counters.
-    events: list[dict[str, Any]] = [
-        {"type": "job.updated", "job": job_payload(job, now=now, estimate=found[job.pk])}
-        for job in [*committed, *current]
+    found = estimates.for_jobs(jobs, now=now)
+    shown = [
+        job_detail_payload(job, estimate=found[job.pk])
+        if status
+        else job_payload(job, now=now, estimate=found[job.pk])
+        for job, status in changes
     ]
-    # The page: each status change in order too (htmx swaps them one after the other,
-    # so the stepper passes every stage), with the job's history; then the latest
-    # counters of the jobs whose progress moved.
-    shown = [job_detail_payload(job, estimate=found[job.pk]) for job in committed]
-    shown += [job_payload(job, now=now, estimate=found[job.pk]) for job in current]
+    events: list[dict[str, Any]] = [
+        {"type": "job.updated", "job": {k: v for k, v in job.items() if k not in _HISTORY}}
+        for job in shown
+    ]
     if summary is None:
         summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
     html = render_to_string(
@@ -83,3 +78,6 @@ def build_update(
     if summary != previous_summary:
         events.append({"type": "matter.summary", "summary": summary})
     return {"push": {"type": UPDATE, "html": html, "events": events}, "summary": summary}
+
+
+_HISTORY = ("stage_history", "audit")

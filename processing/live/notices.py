@@ -1,12 +1,12 @@
 """What the lifecycle announces after each commit: which job changed, and how.
 
 A notice is PUBLISHed on a Redis channel; the relay (:mod:`processing.live.relay`)
-renders and pushes it. A status change carries the job's row as it was
-committed, so that each status reaches the clients even when the next one
-follows within milliseconds (the relay would otherwise read the later one from
-the database); a progress notice carries only the ids, and the relay reads the
-latest counters. A failure to publish is logged and forgotten: the job is safe
-in PostgreSQL and the pages poll when pushes stop.
+renders and pushes it. Every notice carries the job's row as the change
+committed it, so clients get each state in the order it happened, even when the
+next follows within milliseconds (the relay never reads a job's state back from
+the database, which may already hold a later one). A failure to publish is
+logged and forgotten: the job is safe in PostgreSQL and the pages poll when
+pushes stop.
 """
 
 from __future__ import annotations
@@ -38,20 +38,21 @@ def channel() -> str:
 
 def announce(job: ProcessingJob, kind: Kind) -> None:
     """Tell the relay that ``job`` changed (``job`` as just committed). Never raises."""
-    notice: dict[str, Any] = {"job": str(job.pk), "matter": str(job.matter_id), "kind": kind}
-    if kind == "status":
-        notice["row"] = {f.attname: getattr(job, f.attname) for f in _FIELDS}
+    notice: dict[str, Any] = {
+        "job": str(job.pk),
+        "matter": str(job.matter_id),
+        "kind": kind,
+        "row": {f.attname: getattr(job, f.attname) for f in _FIELDS},
+    }
     try:
         dispatch.redis_connection().publish(channel(), json.dumps(notice, cls=DjangoJSONEncoder))
     except RedisError:
         logger.warning("Could not announce a change of job %s: Redis unreachable", job.pk)
 
 
-def committed_row(notice: dict[str, Any]) -> ProcessingJob | None:
-    """The job as a status notice carries it (None for a progress notice)."""
-    row = notice.get("row")
-    if row is None:
-        return None
+def committed_row(notice: dict[str, Any]) -> ProcessingJob:
+    """The job as the notice carries it: as its change committed it."""
+    row = notice["row"]
     return ProcessingJob(
         **{f.attname: f.to_python(row[f.attname]) for f in _FIELDS if f.attname in row}
     )

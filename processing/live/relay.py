@@ -49,10 +49,21 @@ SUMMARY_MAX_AGE = 2.0
 
 @dataclass
 class Pending:
-    """What is new in one matter since its last push."""
+    """What is new in one matter since its last push: notices in the order they came, a
+    job's progress notice replaced by its next one (that is the coalescing)."""
 
-    statuses: list[dict[str, Any]] = field(default_factory=list)  # status notices, in order
-    progress: set[str] = field(default_factory=set)  # ids of jobs whose counters moved
+    notices: list[dict[str, Any]] = field(default_factory=list)
+    has_status: bool = False
+
+    def add(self, notice: dict[str, Any]) -> None:
+        """Keep ``notice``; a progress notice makes the job's earlier one redundant."""
+        if notice["kind"] == "status":
+            self.has_status = True
+        else:
+            self.notices = [
+                n for n in self.notices if n["job"] != notice["job"] or n["kind"] == "status"
+            ]
+        self.notices.append(notice)
 
 
 @dataclass
@@ -76,11 +87,7 @@ class Relay:
 
     def receive(self, notice: dict[str, Any]) -> None:
         """Note what changed; :meth:`push_due` sends it."""
-        pending = self.pending.setdefault(notice["matter"], Pending())
-        if notice["kind"] == "status":
-            pending.statuses.append(notice)
-        else:
-            pending.progress.add(notice["job"])
+        self.pending.setdefault(notice["matter"], Pending()).add(notice)
 
     async def push_due(self) -> None:
         """Send every matter with a status change, every matter whose progress is due, and
@@ -88,7 +95,7 @@ class Relay:
         now = time.monotonic()
         for matter, pending in list(self.pending.items()):
             last = self.pushed.setdefault(matter, Pushed())
-            if pending.statuses or now - last.at >= self.progress_interval:
+            if pending.has_status or now - last.at >= self.progress_interval:
                 del self.pending[matter]
                 await self.push(matter, pending, last, now)
         for matter, last in list(self.pushed.items()):
@@ -98,7 +105,7 @@ class Relay:
     async def push(self, matter: str, pending: Pending, last: Pushed, now: float) -> None:
         """Render the matter's changes once and send them to its group."""
         age = now - last.summary_at
-        fresh_summary = age >= (SUMMARY_INTERVAL if pending.statuses else SUMMARY_MAX_AGE)
+        fresh_summary = age >= (SUMMARY_INTERVAL if pending.has_status else SUMMARY_MAX_AGE)
         try:
             message = await sync_to_async(_build, thread_sensitive=True)(
                 matter, pending, None if fresh_summary else last.summary, last.summary
@@ -120,13 +127,9 @@ def _build(
     previous_summary: dict[str, Any] | None,
 ) -> dict[str, Any]:
     close_old_connections()  # a connection PostgreSQL dropped is replaced, not reused
-    committed = [notices.committed_row(notice) for notice in pending.statuses]
+    changes = [(notices.committed_row(n), n["kind"] == "status") for n in pending.notices]
     return messages.build_update(
-        matter,
-        pending.progress,
-        committed=[job for job in committed if job is not None],
-        summary=summary,
-        previous_summary=previous_summary,
+        matter, changes, summary=summary, previous_summary=previous_summary
     )
 
 
