@@ -232,10 +232,10 @@ def begin_stage(
     started = statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
     if started is None:
         return None
-    # The move to a next stage was announced when the last one completed; only a
-    # QUEUED -> PROCESSING start is news (one notice less per stage for the worker).
-    if started.was_queued:
-        _announce(started.job)
+    # A QUEUED -> PROCESSING start is a status change; a next stage's start only resets
+    # its counters (the move to it was announced when the last one completed), so it
+    # is coalesced like progress.
+    _announce(started.job, "status" if started.was_queued else "progress")
     return started.job, started.run
 
 
