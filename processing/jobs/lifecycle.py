@@ -232,10 +232,7 @@ def begin_stage(
     started = statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
     if started is None:
         return None
-    # A QUEUED -> PROCESSING start is a status change; a next stage's start only resets
-    # its counters (the move to it was announced when the last one completed), so it
-    # is coalesced like progress.
-    _announce(started.job, "status" if started.was_queued else "progress")
+    _announce(started.job)
     return started.job, started.run
 
 
