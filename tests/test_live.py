@@ -19,7 +19,7 @@ from django.test import Client
 from jobtracker.asgi import application
 from processing.jobs import dispatch, lifecycle
 from processing.jobs.states import JobStatus
-from processing.live import relay
+from processing.live import notices, relay
 from processing.live.consumers import FORBIDDEN
 from processing.models import Matter, ProcessingJob, Role
 from processing.payloads import job_payload
@@ -290,3 +290,16 @@ def test_the_summary_always_ends_up_right_even_when_pushes_reuse_it(
         await feed.disconnect()
 
     run(body)
+
+
+def test_a_notice_carries_the_job_exactly_as_committed(team: Matter, alice: Any) -> None:
+    job = ProcessingJob.objects.get(pk=_create_job(team, alice).pk)
+    fields = [f.attname for f in job._meta.concrete_fields]
+    row = json.loads(
+        json.dumps({name: getattr(job, name) for name in fields}, default=notices._plain)
+    )
+    again = notices.committed_row({"row": row})
+    # Every value, times to the microsecond: a state must never look older than its row.
+    assert {name: getattr(again, name) for name in fields} == {
+        name: getattr(job, name) for name in fields
+    }

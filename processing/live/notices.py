@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import json
 import logging
+import uuid
+from datetime import datetime
 from typing import Any, Literal
 
 from django.conf import settings
-from django.core.serializers.json import DjangoJSONEncoder
 from redis.exceptions import RedisError
 
 from processing.jobs import dispatch
@@ -45,9 +46,19 @@ def announce(job: ProcessingJob, kind: Kind) -> None:
         "row": {f.attname: getattr(job, f.attname) for f in _FIELDS},
     }
     try:
-        dispatch.redis_connection().publish(channel(), json.dumps(notice, cls=DjangoJSONEncoder))
+        dispatch.redis_connection().publish(channel(), json.dumps(notice, default=_plain))
     except RedisError:
         logger.warning("Could not announce a change of job %s: Redis unreachable", job.pk)
+
+
+def _plain(value: object) -> str:
+    """JSON for a row's UUIDs and times, to the microsecond (DjangoJSONEncoder keeps
+    milliseconds: a state would then look older than the row it came from)."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    raise TypeError(f"{type(value).__name__} in a job row")
 
 
 def committed_row(notice: dict[str, Any]) -> ProcessingJob:
