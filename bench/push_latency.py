@@ -445,7 +445,8 @@ def relay_lag(transitions: list[dict[str, Any]], pushes: list[Any]) -> dict[str,
     per_matter: dict[str, list[list[Any]]] = {}
     for t, channel, data in pushes:
         matter = channel.rsplit("matter-", 1)[1]
-        for event in layer.deserialize(data).get("events", []):  # type: ignore[union-attr]
+        for text in layer.deserialize(data).get("events", []):  # type: ignore[union-attr]
+            event = json.loads(text)
             if event["type"] == "job.updated":
                 job = event["job"]
                 per_matter.setdefault(matter, []).append([t, job["job_id"], job["updated_at"]])
@@ -858,20 +859,16 @@ def _print_worst(r: dict[str, Any]) -> None:
 
 
 def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
-    """Time and queries of one push's build (relay._build), in this process.
-
-    The same function the relay runs for each push of a matter, for one PROCESSING
-    job of it: a progress push (the summary reused, as between status changes) and a
-    status push (the summary worked out again). Medians.
-    """
+    """Time and queries of the relay's work per push, in this process: what one lane
+    thread does for a job update (one PROCESSING job of the matter) and for the
+    matter's summary. Medians."""
     import re
     from collections import Counter
 
-    from django.core.serializers.json import DjangoJSONEncoder
     from django.db import connection
     from django.test.utils import CaptureQueriesContext
 
-    from processing.live import relay
+    from processing.live import notices, relay
     from processing.models import ProcessingJob
 
     job = ProcessingJob.objects.filter(matter_id=matter_id, status="PROCESSING").first()
@@ -879,36 +876,27 @@ def relay_cost(matter_id: str, rounds: int = 30) -> dict[str, Any]:
         return {}
     active = ProcessingJob.objects.filter(matter_id=matter_id).active().count()
     out: dict[str, Any] = {"matter_active_jobs": active}
-    notice = {
-        "job": str(job.pk),
-        "matter": str(matter_id),
-        "kind": "status",
-        "row": json.loads(
-            json.dumps(
-                {f.attname: getattr(job, f.attname) for f in job._meta.concrete_fields},
-                cls=DjangoJSONEncoder,
-            )
-        ),
+    row = json.loads(
+        json.dumps(
+            {f.attname: getattr(job, f.attname) for f in job._meta.concrete_fields},
+            default=notices._plain,
+        )
+    )
+    notice = {"job": str(job.pk), "matter": str(matter_id), "kind": "status", "row": row}
+    work = {
+        "job update": lambda: relay._build_update(str(matter_id), relay.Pending(notices=[notice])),
+        "summary": lambda: relay._build_summary(str(matter_id), None),
     }
-    summary = relay._build(str(matter_id), relay.Pending(notices=[notice]), None, None)["summary"]
-
-    def build(status: bool) -> None:
-        if status:
-            relay._build(str(matter_id), relay.Pending(notices=[notice]), None, summary)
-        else:
-            progress = {**notice, "kind": "progress"}
-            relay._build(str(matter_id), relay.Pending(notices=[progress]), summary, summary)
-
-    for history in (False, True):
+    for kind, build in work.items():
         times = []
         for _ in range(rounds):
             begun = time.perf_counter()
-            build(history)
+            build()
             times.append(time.perf_counter() - begun)
         with CaptureQueriesContext(connection) as queries:
-            build(history)
+            build()
         shapes = Counter(re.sub(r"\s+", " ", q["sql"])[:90] for q in queries.captured_queries)
-        out["status" if history else "progress"] = {
+        out[kind] = {
             "median_ms": round(1000 * _setup.median(times), 2),
             "queries": len(queries.captured_queries),
             "sql_ms": round(sum(float(q["time"]) for q in queries.captured_queries) * 1000, 2),
@@ -1124,14 +1112,14 @@ def main() -> None:
         ]
         for name, c in results.get("relay_cost", {}).items()
         if c
-        for kind in ("progress", "status")
+        for kind in ("job update", "summary")
     ]
     if cost_rows:
         print()
         print(
             _setup.table(
                 [
-                    "relay work per push (relay._build, in-process)",
+                    "relay work per push (one lane, in-process)",
                     "active jobs",
                     "median ms",
                     "queries",

@@ -219,10 +219,9 @@ CHANNEL_LAYERS = {
         "CONFIG": {"hosts": [REDIS_URL], "prefix": f"{LIVE_PREFIX}asgi"},
     }
 }
-# A job's progress is pushed at most this often (status changes are pushed at once).
-# A matter's running jobs are pushed at most this often for their progress (a status
-# change goes out at once). Above PROGRESS_WRITE_INTERVAL, so pushes coalesce writes.
-LIVE_PROGRESS_INTERVAL = float(os.environ.get("LIVE_PROGRESS_INTERVAL", "1.0"))
+# A job's progress is pushed at most this often (a status change goes out at once):
+# at most four pushes a second per job, whatever the worker writes.
+LIVE_PROGRESS_INTERVAL = float(os.environ.get("LIVE_PROGRESS_INTERVAL", "0.25"))
 
 LOGGING = {
     "version": 1,

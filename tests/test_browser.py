@@ -257,6 +257,28 @@ def test_a_sixty_page_upload_moves_through_every_stage_without_a_reload(
     page.wait_for_selector("#page-60")
 
 
+def test_a_job_page_shows_each_stage_run_as_it_happens(
+    browser: Any, app: LiveApp, make_user: Any, make_matter: Any, tmp_path: Path
+) -> None:
+    owner = make_user("gus")
+    matter = make_matter(owner, "Harbour lease")
+    page = log_in(browser, app.url, "gus")
+    open_matter(page, app.url, matter)
+    pdf = tmp_path / "lease.pdf"
+    pdf.write_bytes(make_pdf([f"Clause {n}. Rent due 1 June 2025." for n in range(1, 6)]))
+    upload(page, pdf).locator("a.job-name").click()
+    timeline = page.locator("ol.timeline")
+    timeline.locator("text=Not started yet.").wait_for()
+    page.wait_for_function("() => window.jtPolling() === false")  # the socket is open
+    app.start_worker()
+    page.locator("text=Open the processed document").wait_for(timeout=60_000)
+    runs = timeline.locator("li.run").all_inner_texts()
+    for label in ("Extracting", "Reading scanned pages", "Chunking", "Indexing"):
+        assert any(run.startswith(label) and "completed" in run for run in runs), (label, runs)
+    assert any(run.startswith("Finding entities") for run in runs), runs
+    assert page.evaluate("window.jtPolling()") is False  # pushed, not polled
+
+
 def test_a_second_member_watches_a_job_they_did_not_start(
     browser: Any, live_app: str, make_user: Any, make_matter: Any, tmp_path: Path
 ) -> None:

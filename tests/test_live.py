@@ -73,8 +73,9 @@ def run(test: Callable[[], Awaitable[None]]) -> None:
             await test()
         finally:
             task.cancel()
-            # The relay and the consumers used the database from asgiref's one
-            # sync thread; close that connection, or the test database cannot be dropped.
+            await asyncio.gather(task, return_exceptions=True)  # its lanes close their connections
+            # The consumers used the database from asgiref's one sync thread; close
+            # that connection too, or the test database cannot be dropped.
             await sync_to_async(connections.close_all, thread_sensitive=True)()
 
     asyncio.run(with_relay())
@@ -184,11 +185,13 @@ def test_a_change_reaches_both_sockets_with_the_jobs_whole_state(team: Matter, a
         summary = events[-1]["summary"]
         assert (summary["queued"], summary["processing"], summary["documents"]) == (1, 0, 1)
 
-        html = await page.receive_from(timeout=5)
-        assert f'id="job-{job.pk}"' in html
-        assert 'id="matter-summary"' in html
-        assert "Processing 1 document" in html
-        assert 'aria-valuenow="0"' in html
+        # The job's row first, then the banner, each swapped in by id.
+        row = await page.receive_from(timeout=5)
+        assert f'id="job-{job.pk}"' in row
+        assert 'aria-valuenow="0"' in row
+        banner = await page.receive_from(timeout=5)
+        assert 'id="matter-summary"' in banner
+        assert "Processing 1 document" in banner
         await page.disconnect()
         await feed.disconnect()
 
@@ -277,8 +280,8 @@ def test_the_summary_always_ends_up_right_even_when_pushes_reuse_it(
         assert (await feed.connect())[0]
         job = await sync_to_async(_create_job)(team, alice)
         await events_until(feed, lambda e: e["type"] == "matter.summary")
-        # Begin and complete at once: those pushes reuse the summary just sent
-        # (a summary costs eight queries), so the relay owes a fresh one.
+        # Begin and complete at once, within the summary's interval: the relay sends
+        # those jobs' changes at once and owes the matter a fresh summary.
         await sync_to_async(_run_with_progress)(job, reports=1)
         events = await events_until(
             feed,

@@ -5,8 +5,9 @@ The path of one change::
     lifecycle (after commit) ── notices.announce ──▶ Redis PUBLISH  (≈0.1 ms, any process)
                                                         │
     relay (one process: manage.py live_relay) ◀─ SUBSCRIBE, coalesce progress per job
-        │  messages.build_update: load the jobs and the matter summary, render the same
-        │  fragments the pages render, and the JSON of the event feed
+        │  messages.build_update / build_summary, on a few threads: load the jobs (or
+        │  the matter's summary), render the same fragments the pages render, and the
+        │  JSON of the event feed
         ▼
     channel layer group_send("matter-<id>") ──▶ consumers (daphne) ──▶ browsers, integrators
 

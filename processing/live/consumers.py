@@ -7,7 +7,6 @@ with code 4403 before any message.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from channels.db import database_sync_to_async
@@ -53,5 +52,5 @@ class MatterEventsConsumer(MatterPageConsumer):
     """``/ws/matters/<id>/events``: ``job.updated`` and ``matter.summary`` as JSON."""
 
     async def live_update(self, event: dict[str, Any]) -> None:
-        for item in event["events"]:
-            await self.send(text_data=json.dumps(item))
+        for text in event["events"]:  # JSON already: encoded once for every client
+            await self.send(text_data=text)

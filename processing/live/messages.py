@@ -1,25 +1,33 @@
 """Group names and what one push carries: the one place that decides both.
 
 A push for a matter goes to the group ``matter-<id>``, which both websockets of
-the matter join. It carries the changed jobs' full current state twice over:
-rendered as the same fragments the pages render (for the dashboard, swapped in
-by id with htmx's ``hx-swap-oob``), and as the API's job objects (for the event
-feed); and the matter's summary, as the banner fragment and, when it changed,
-as a ``matter.summary`` event.
+the matter join. There are two kinds, each a channel-layer message of type
+``live.update`` with ``html`` (for the page, swapped in by id with htmx's
+``hx-swap-oob``; the same fragments the pages render) and ``events`` (for the
+event feed; each one JSON text already, so a consumer sends it as it is):
+
+- an **update**: changed jobs' full current state, as the job rows and as
+  ``job.updated`` events with the API's job objects;
+- a **summary**: the matter's banner and counts, and a ``matter.summary`` event.
+
+A job page's timeline and audit trail are not pushed: the page fetches them
+again when its job's row arrives with a new status or stage (static/js/app.js).
 """
 
 from __future__ import annotations
 
+import json
 import uuid
 from typing import Any
 
+from django.core.serializers.json import DjangoJSONEncoder
 from django.template.loader import render_to_string
 from django.utils import timezone
 
 from processing import selectors
 from processing.jobs import estimates
 from processing.models import Document, ProcessingJob
-from processing.payloads import job_detail_payload, job_payload
+from processing.payloads import job_payload
 from processing.web.display import job_view, summary_view
 
 UPDATE = "live.update"
@@ -31,53 +39,45 @@ def group(matter_id: uuid.UUID | str) -> str:
     return f"matter-{matter_id}"
 
 
-def build_update(
-    matter_id: uuid.UUID | str,
-    changes: list[tuple[ProcessingJob, bool]],
-    *,
-    summary: dict[str, Any] | None = None,
-    previous_summary: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """One push for ``matter_id``: ``{"push": <the channel-layer message>, "summary": …}``.
+def build_update(matter_id: uuid.UUID | str, jobs: list[ProcessingJob]) -> dict[str, Any]:
+    """The push of ``jobs``, each as its change committed it, in order.
 
-    ``changes`` are jobs as their changes committed them, in order, each with
-    whether it was a status change. Each is sent as it was then (not as the
-    database holds it now, maybe a change later) to the event feed, and to the
-    page, which htmx swaps in one after the other, so the stepper passes every
-    stage; a status change comes with the job's stage history and audit trail.
-    ``summary`` is the matter's summary if the caller has a recent one, else it is
-    worked out again; ``previous_summary`` is the one last pushed: a
-    ``matter.summary`` event goes out only when it changed.
+    Each is sent as it was then (not as the database holds it now, maybe a change
+    later) to the event feed, and to the page, which htmx swaps in one after the
+    other, so the stepper passes every stage.
     """
     now = timezone.now()
-    jobs = [job for job, _ in changes]
     documents = Document.objects.in_bulk({job.document_id for job in jobs})
     for job in jobs:
         job.document = documents[job.document_id]
     found = estimates.for_jobs(jobs, now=now)
-    shown = [
-        job_detail_payload(job, estimate=found[job.pk])
-        if status
-        else job_payload(job, now=now, estimate=found[job.pk])
-        for job, status in changes
-    ]
-    events: list[dict[str, Any]] = [
-        {"type": "job.updated", "job": {k: v for k, v in job.items() if k not in _HISTORY}}
-        for job in shown
-    ]
-    if summary is None:
-        summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
+    shown = [job_payload(job, now=now, estimate=found[job.pk]) for job in jobs]
     html = render_to_string(
         "processing/_live_update.html",
-        {
-            "jobs": [job_view(job, now) for job in shown],
-            "summary": summary_view(summary),
-            "matter_id": matter_id,
-        },
+        {"jobs": [job_view(job, now) for job in shown], "matter_id": matter_id},
     )
-    if summary != previous_summary:
-        events.append({"type": "matter.summary", "summary": summary})
-    return {"push": {"type": UPDATE, "html": html, "events": events}, "summary": summary}
+    events = [{"type": "job.updated", "job": job} for job in shown]
+    return _message(html, events)
 
 
-_HISTORY = ("stage_history", "audit")
+def build_summary(
+    matter_id: uuid.UUID | str, previous: dict[str, Any] | None
+) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The push of the matter's summary and the summary itself; None when it is the
+    same as ``previous`` (the one last pushed): there is nothing to send."""
+    summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
+    if summary == previous:
+        return None
+    html = render_to_string(
+        "processing/_live_update.html",
+        {"summary": summary_view(summary), "matter_id": matter_id},
+    )
+    return _message(html, [{"type": "matter.summary", "summary": summary}]), summary
+
+
+def _message(html: str, events: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "type": UPDATE,
+        "html": html,
+        "events": [json.dumps(event, cls=DjangoJSONEncoder) for event in events],
+    }

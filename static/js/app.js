@@ -19,6 +19,12 @@
   document.addEventListener("htmx:oobBeforeSwap", (e) => {
     const incoming = e.detail.fragment.firstElementChild || e.detail.fragment;
     if (version(incoming) < version(e.detail.target)) e.detail.shouldSwap = false;
+    // A job's row with a new status or stage: its page's timeline is fetched again
+    // (pushes carry rows, not timelines).
+    const timeline = document.getElementById(`job-history-${e.detail.target.id.slice(4)}`);
+    if (e.detail.shouldSwap && timeline && incoming.dataset.step !== e.detail.target.dataset.step) {
+      setTimeout(() => htmx.trigger(timeline, "jt:changed"));
+    }
   });
   document.addEventListener("htmx:beforeSwap", (e) => {
     const found = /data-version="(\d+)"/.exec(e.detail.serverResponse || "");
