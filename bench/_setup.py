@@ -13,10 +13,12 @@ database and prints the versions line.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import platform
 import shutil
+import socket
 import statistics
 import sys
 import time
@@ -372,3 +374,25 @@ def make_owner(username: str = "bench") -> tuple[Any, Any]:
     matter = Matter.objects.create(name=f"Bench matter ({username})", created_by=user)
     Membership.objects.create(matter=matter, user=user, role=Role.OWNER)
     return user, matter
+
+
+# --- servers the benchmarks start -------------------------------------------------------
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now, on 127.0.0.1."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def server_up(port: int, path: str = "/login/") -> bool:
+    """True once the server on ``port`` answers ``GET path`` (any status)."""
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+        conn.request("GET", path)
+        conn.getresponse().read()
+        conn.close()
+        return True
+    except OSError:
+        return False

@@ -30,7 +30,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -45,12 +44,6 @@ POLL_S = 0.020
 TIMEOUT_S = 120.0
 BARE_QUEUE = "bench_bare"
 LOG_DIR = _setup.RESULTS_DIR / "logs"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class Processes:
@@ -140,17 +133,6 @@ def _wait_until(predicate, timeout: float, what: str, procs: Processes) -> None:
             return
         time.sleep(0.05)
     raise SystemExit(f"timed out waiting for {what}")
-
-
-def _server_up(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/api/jobs")
-        conn.getresponse().read()
-        conn.close()
-        return True
-    except OSError:
-        return False
 
 
 def _workers_idle(redis, expected: int) -> bool:  # noqa: ANN001
@@ -270,7 +252,7 @@ def main() -> None:
     connections.close_all()
 
     worker_class = ["--worker-class", args.worker_class] if args.worker_class else []
-    port = _free_port()
+    port = _setup.free_port()
     procs = Processes()
     api = Api(port, raw_token)
     ours: list[dict] = []
@@ -300,7 +282,7 @@ def main() -> None:
                 [sys.executable, str(_setup.BENCH_DIR / "_worker.py"), "--worker-class",
                  "rq.Worker", "--queues", BARE_QUEUE, "--no-burst", "--logging-level", "INFO"],
             )  # fmt: skip
-        _wait_until(lambda: _server_up(port), 60, "daphne", procs)
+        _wait_until(lambda: _setup.server_up(port, "/api/jobs"), 60, "daphne", procs)
         _wait_until(lambda: _workers_idle(redis, 4), 60, "the workers", procs)
         command = " ".join(["manage.py rqworker", *worker_class, "high default low"])
         print(

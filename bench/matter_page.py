@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -42,12 +41,6 @@ TARGET_P95_S = 0.300
 PROCESSING = 30
 QUEUED = 300
 FAILED_SHARE = 0.03
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -220,17 +213,6 @@ def over_http(port: int, cookie: str, path: str, requests: int) -> dict[str, Any
     }
 
 
-def _server_up(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/login/")
-        conn.getresponse().read()
-        conn.close()
-        return True
-    except OSError:
-        return False
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=20_000)
@@ -273,7 +255,7 @@ def main() -> None:
         results[name] = {"path": path, "in_process": in_process(client, path, args.requests)}
     connections.close_all()
 
-    port = _free_port()
+    port = _setup.free_port()
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     with open(LOG_DIR / f"{NAME}-daphne.log", "wb") as log:
         daphne = subprocess.Popen(
@@ -294,7 +276,7 @@ def main() -> None:
         )
     try:
         deadline = time.monotonic() + 60
-        while not _server_up(port):
+        while not _setup.server_up(port):
             if daphne.poll() is not None or time.monotonic() > deadline:
                 raise SystemExit(f"daphne did not start; see {LOG_DIR}/{NAME}-daphne.log")
             time.sleep(0.1)

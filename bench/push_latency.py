@@ -45,11 +45,9 @@ from __future__ import annotations
 import argparse
 import bisect
 import heapq
-import http.client
 import json
 import os
 import pickle
-import socket
 import subprocess
 import sys
 import threading
@@ -78,12 +76,6 @@ CORE = "channels_redis.core.RedisChannelLayer"
 
 
 # --- processes ---------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def proc_cpu(pid: int | None) -> float | None:
@@ -144,17 +136,6 @@ def _wait_until(predicate: Any, timeout: float, what: str, procs: Processes) -> 
             return
         time.sleep(0.05)
     raise SystemExit(f"timed out waiting for {what}")
-
-
-def _http_up(port: int) -> bool:
-    try:
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-        conn.request("GET", "/login/")
-        conn.getresponse().read()
-        conn.close()
-        return True
-    except OSError:
-        return False
 
 
 def _relay_listening(redis: Any) -> bool:
@@ -467,7 +448,7 @@ class Stack:
     def __init__(self, layer: str, tag: str) -> None:
         self.layer, self.tag = layer, tag
         self.procs = Processes()
-        self.port = _free_port()
+        self.port = _setup.free_port()
         env = _setup.child_env(CHANNEL_LAYER_BACKEND=layer)
         self.daphne = self.procs.start(
             f"daphne-{tag}",
@@ -490,7 +471,7 @@ class Stack:
             {**env, "LOG_LEVEL": "INFO"},
         )
         redis = _setup.redis()
-        _wait_until(lambda: _http_up(self.port), 60, "daphne", self.procs)
+        _wait_until(lambda: _setup.server_up(self.port), 60, "daphne", self.procs)
         _wait_until(lambda: _relay_listening(redis), 60, "the relay", self.procs)
         self.clients: ClientsProcess | None = None
 
