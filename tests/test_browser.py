@@ -11,6 +11,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -136,31 +137,34 @@ class LiveApp:
                 process.kill()
 
 
+@contextmanager
+def running_app(media_root: Path, name: str, *, relay: bool) -> Iterator[LiveApp]:
+    """daphne, and the live relay if ``relay``, until the block ends."""
+    live = LiveApp(media_root, name)
+    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
+    if relay:
+        live.start("live", "manage.py", "live_relay")
+    try:
+        live.wait_until_serving()
+        yield live
+    finally:
+        live.stop()
+
+
 @pytest.fixture
 def web_only(
     transactional_db: None, settings: Any, request: pytest.FixtureRequest
 ) -> Iterator[LiveApp]:
     """daphne alone: no relay pushes anything, no worker runs anything."""
-    live = LiveApp(Path(settings.MEDIA_ROOT), request.node.name)
-    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
-    try:
-        live.wait_until_serving()
+    with running_app(Path(settings.MEDIA_ROOT), request.node.name, relay=False) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture
 def app(transactional_db: None, settings: Any, request: pytest.FixtureRequest) -> Iterator[LiveApp]:
     """daphne and the live relay; the test starts the worker."""
-    live = LiveApp(Path(settings.MEDIA_ROOT), request.node.name)
-    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
-    live.start("live", "manage.py", "live_relay")
-    try:
-        live.wait_until_serving()
+    with running_app(Path(settings.MEDIA_ROOT), request.node.name, relay=True) as live:
         yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture
