@@ -14,10 +14,11 @@ per matter for its group, which every open socket of the matter receives:
   delays a job's push: worked out again at most every ``SUMMARY_INTERVAL``
   seconds, and always once more after the matter's last change.
 
-The building (loading, estimating, rendering) runs on ``LANES`` threads, each
+The building (loading, estimating, rendering) runs on threads ("lanes"), each
 with its own database connection, so one matter's queries do not hold up
-another's push. A matter has at most one push in flight: its messages leave in
-order, and what arrives meanwhile is coalesced into the next one. A push that
+another's push, and summaries have lanes of their own. A matter has at most one
+update in flight: its updates leave in order, and what arrives meanwhile is
+coalesced into the next one. A push that
 fails (PostgreSQL or Redis away) is logged and skipped: the next one carries the
 whole state again.
 """
@@ -48,7 +49,9 @@ TICK = 0.02
 SUMMARY_INTERVAL = 2.0
 """Seconds a matter's summary is left as it is while its jobs keep changing."""
 LANES = 4
-"""Threads that build pushes, each with its own database connection."""
+"""Threads that build jobs' updates, each with its own database connection."""
+SUMMARY_LANES = 2
+"""Threads that work out summaries: apart, so a summary never holds up an update."""
 
 
 @dataclass
@@ -88,39 +91,37 @@ class Relay:
         self.pending: dict[str, Pending] = {}
         self.summaries: dict[str, Summary] = {}
         self.job_pushed_at: dict[str, float] = {}
-        self.busy: set[str] = set()  # matters with a push in flight
+        # Matters with an update (or a summary) in flight: the next waits for it to leave.
+        self.updating: set[str] = set()
+        self.summing: set[str] = set()
         self.tasks: set[asyncio.Task[None]] = set()
-        self.lanes = [
-            ThreadPoolExecutor(1, thread_name_prefix=f"relay-lane-{i}") for i in range(LANES)
-        ]
+        self.lanes = _threads("relay-update", LANES)
+        self.summary_lanes = _threads("relay-summary", SUMMARY_LANES)
 
     def receive(self, notice: dict[str, Any]) -> None:
         """Note what changed; :meth:`push_due` sends it."""
         self.pending.setdefault(notice["matter"], Pending()).add(notice)
 
     def push_due(self) -> None:
-        """Start a push for every matter that has a status change, a job whose progress
-        is due, or a summary owed whose interval has passed."""
+        """Start an update for every matter with a status change or a job whose progress
+        is due, and a summary for every matter owed one whose interval has passed."""
         now = time.monotonic()
-        for matter in set(self.pending) | {m for m, s in self.summaries.items() if s.owed}:
-            if matter in self.busy:
-                continue  # its notices go in its next push, after this one has left
-            pending = self.pending.get(matter, Pending())
-            summary = self.summaries.setdefault(matter, Summary())
-            jobs_due = pending.has_status or any(
-                now - self.job_pushed_at.get(n["job"], float("-inf")) >= self.progress_interval
-                for n in pending.notices
-            )
-            summary_due = (summary.owed or jobs_due) and now - summary.at >= SUMMARY_INTERVAL
-            if not (jobs_due or summary_due):
-                continue
-            if jobs_due:
+        for matter, pending in list(self.pending.items()):
+            if matter not in self.updating and self._jobs_due(pending, now):
                 del self.pending[matter]
                 self._note_pushed(pending, now)
-                summary.owed = True
-            else:
-                pending = Pending()
-            self._start(self._push(matter, pending, summary_due))
+                self.summaries.setdefault(matter, Summary()).owed = True
+                self._start(self._push_update(matter, pending))
+        for matter, summary in self.summaries.items():
+            if summary.owed and matter not in self.summing and now - summary.at >= SUMMARY_INTERVAL:
+                summary.owed, summary.at = False, now
+                self._start(self._push_summary(matter, summary))
+
+    def _jobs_due(self, pending: Pending, now: float) -> bool:
+        return pending.has_status or any(
+            now - self.job_pushed_at.get(n["job"], float("-inf")) >= self.progress_interval
+            for n in pending.notices
+        )
 
     def _note_pushed(self, pending: Pending, now: float) -> None:
         for notice in pending.notices:
@@ -134,38 +135,49 @@ class Relay:
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
 
-    async def _push(self, matter: str, pending: Pending, with_summary: bool) -> None:
-        """Send the matter's job changes, then (if due) its summary: messages of their own,
-        built on the matter's lane."""
-        self.busy.add(matter)
-        loop = asyncio.get_running_loop()
-        lane = self.lanes[hash(matter) % len(self.lanes)]
-        group = messages.group(matter)
+    async def _push_update(self, matter: str, pending: Pending) -> None:
+        """Build the matter's job changes on its lane and send them."""
+        self.updating.add(matter)
         try:
-            if pending.notices:
-                update = await loop.run_in_executor(lane, _build_update, matter, pending)
-                await self.layer.group_send(group, update)
-            if with_summary:
-                summary = self.summaries[matter]
-                summary.owed = False
-                summary.at = time.monotonic()
-                built = await loop.run_in_executor(lane, _build_summary, matter, summary.value)
-                if built is not None:
-                    message, summary.value = built
-                    await self.layer.group_send(group, message)
+            lane = self.lanes[hash(matter) % len(self.lanes)]
+            update = await asyncio.get_running_loop().run_in_executor(
+                lane, _build_update, matter, pending
+            )
+            await self.layer.group_send(messages.group(matter), update)
         except Exception:  # a push is never worth stopping the relay for
             logger.exception("Could not push the changes of matter %s", matter)
         finally:
-            self.busy.discard(matter)
+            self.updating.discard(matter)
+
+    async def _push_summary(self, matter: str, summary: Summary) -> None:
+        """Work out the matter's summary on a lane of its own and send it if it changed."""
+        self.summing.add(matter)
+        try:
+            lane = self.summary_lanes[hash(matter) % len(self.summary_lanes)]
+            built = await asyncio.get_running_loop().run_in_executor(
+                lane, _build_summary, matter, summary.value
+            )
+            if built is not None:
+                message, summary.value = built
+                await self.layer.group_send(messages.group(matter), message)
+        except Exception:
+            logger.exception("Could not push the summary of matter %s", matter)
+        finally:
+            self.summing.discard(matter)
 
     async def close(self) -> None:
         """Let the pushes in flight finish and close the lanes' database connections."""
         if self.tasks:
             await asyncio.wait(set(self.tasks), timeout=5)
         loop = asyncio.get_running_loop()
-        for lane in self.lanes:
+        for lane in self.lanes + self.summary_lanes:
             await loop.run_in_executor(lane, connections.close_all)
             lane.shutdown(wait=False)
+
+
+def _threads(name: str, count: int) -> list[ThreadPoolExecutor]:
+    """``count`` lanes: one thread each, so one database connection each, in order."""
+    return [ThreadPoolExecutor(1, thread_name_prefix=f"{name}-{i}") for i in range(count)]
 
 
 def _build_update(matter: str, pending: Pending) -> dict[str, Any]:
