@@ -156,7 +156,7 @@ def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
         messages.error(request, "Your role on this matter does not allow uploads.")
         return redirect("matter-detail", matter_id=matter.pk)
     try:
-        document, _job = accept_upload(matter, request.FILES.get("file"), by=request.user)
+        document = accept_upload(matter, request.FILES.get("file"), by=request.user).document
     except UploadRejected as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     else:
