@@ -1,14 +1,21 @@
 """The matter and job pages over plain HTTP: what they show, who may see them, what their
-polling gets back, and a page cost that does not grow with the matter."""
+polling gets back, a page cost that does not grow with the matter, and uploading the same
+file twice."""
 
 from __future__ import annotations
 
+import re
+from html import unescape
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
 from processing.jobs import lifecycle
 from processing.jobs.states import JobStatus
@@ -157,3 +164,67 @@ def _bulk_jobs(matter: Matter, by: Any, count: int) -> None:
         )
         for n, document in enumerate(documents)
     )
+
+
+# --- uploading the same file twice -----------------------------------------------------
+
+DEPOSITION = b"Deposition of the witness, taken on the twelfth of March.\n" * 3
+
+
+def _hidden_fields(html: str, form_id: str) -> dict[str, str]:
+    """The hidden inputs of the element with ``form_id`` in a page, as the browser sends them."""
+    part = html[html.index(f'id="{form_id}"') :]
+    part = part[: part.index("</form>")]
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', part)
+    return {name: unescape(value) for name, value in fields}
+
+
+def test_an_upload_of_bytes_already_in_the_matter_says_where_they_are_and_can_go_anyway(
+    matter: Matter, alice: Any
+) -> None:
+    client = browser_of(alice)
+    upload = f"/matters/{matter.pk}/upload"
+    client.post(upload, {"file": SimpleUploadedFile("deposition.txt", DEPOSITION)})
+    original = Document.objects.get()
+    job = ProcessingJob.objects.get()
+
+    answer = client.post(
+        upload, {"file": SimpleUploadedFile("deposition copy.txt", DEPOSITION)}, follow=True
+    )
+
+    page = answer.content.decode()
+    assert Document.objects.count() == 1 and ProcessingJob.objects.count() == 1
+    when = date_format(localtime(original.created_at), "j M Y, H:i")
+    assert "“deposition copy.txt” was already uploaded as" in page
+    assert f'<a href="/documents/{original.pk}/">deposition.txt</a>' in page
+    assert f">{when}</time>" in page and "so it was not processed again" in page
+    assert f'<a href="/jobs/{job.pk}/">Its job</a> is queued.' in page
+    assert "Upload anyway" in page
+    # Said once: the next visit of the page does not repeat it.
+    assert "already uploaded" not in client.get(f"/matters/{matter.pk}/").content.decode()
+
+    anyway = client.post(upload, _hidden_fields(page, "duplicate-upload"), follow=True)
+
+    assert "“deposition copy.txt” was uploaded and queued." in anyway.content.decode()
+    copy = Document.objects.exclude(pk=original.pk).get()
+    assert copy.original_name == "deposition copy.txt" and copy.sha256 == original.sha256
+    assert Path(copy.file.path).read_bytes() == DEPOSITION
+    assert ProcessingJob.objects.filter(document=copy).count() == 1
+
+
+def test_upload_anyway_takes_only_a_document_of_the_same_matter(
+    matter: Matter, alice: Any, make_matter: Any
+) -> None:
+    client = browser_of(alice)
+    other = make_matter(alice, "Another matter")
+    client.post(f"/matters/{other.pk}/upload", {"file": SimpleUploadedFile("a.txt", DEPOSITION)})
+    elsewhere = Document.objects.get()
+
+    answer = client.post(
+        f"/matters/{matter.pk}/upload",
+        {"allow_duplicate": "1", "copy_of": str(elsewhere.pk), "name": "a.txt"},
+        follow=True,
+    )
+
+    assert "That document is no longer in this matter." in answer.content.decode()
+    assert Document.objects.count() == 1

@@ -20,8 +20,8 @@ from processing.models import DocumentPage, Matter, ProcessingJob
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
-from processing.uploads import UploadRejected, accept_upload
-from processing.web.display import job_view, summary_view
+from processing.uploads import Accepted, UploadRejected, accept_upload, upload_again
+from processing.web.display import STATUS_WORDS, job_view, summary_view
 
 
 def _matter_or_404(request: HttpRequest, matter_id: str) -> tuple[Matter, str]:
@@ -82,6 +82,7 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
             "status": status,
             "status_filters": STATUS_FILTERS,
             "summary": summary_view(selectors.matter_summary(matter.pk)),
+            "duplicate": _duplicate_notice(request, matter),
         },
     )
 
@@ -147,21 +148,64 @@ def matter_search(request: HttpRequest, matter_id: str) -> HttpResponse:
     )
 
 
+# The session key under which an upload that turned out to be a duplicate waits to be
+# shown on the matter page (once), with its "Upload anyway".
+DUPLICATE_UPLOAD = "jobtracker.duplicate_upload"
+
+
 @login_required
 @require_POST
 def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
-    """Accept a file from the matter page's form."""
+    """Accept a file from the matter page's form, or its "Upload anyway" of a duplicate."""
     matter, role = _matter_or_404(request, matter_id)
     if not role_allows(role, Action.UPLOAD):
         messages.error(request, "Your role on this matter does not allow uploads.")
         return redirect("matter-detail", matter_id=matter.pk)
     try:
-        document = accept_upload(matter, request.FILES.get("file"), by=request.user).document
+        accepted, name = _accept(request, matter)
     except UploadRejected as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     else:
-        messages.success(request, f"“{document.original_name}” was uploaded and queued.")
+        if accepted.duplicate:
+            request.session[DUPLICATE_UPLOAD] = {
+                "matter": str(matter.pk),
+                "job": str(accepted.job.pk),
+                "name": name,
+            }
+        else:
+            messages.success(request, f"“{name}” was uploaded and queued.")
     return redirect("matter-detail", matter_id=matter.pk)
+
+
+def _accept(request: HttpRequest, matter: Matter) -> tuple[Accepted, str]:
+    """What the upload form sent, accepted, and the name it was sent under.
+
+    "Upload anyway" sends no file: it names the document already in the matter
+    (``copy_of``), whose stored bytes are the same.
+    """
+    copy_of = request.POST.get("copy_of")
+    if copy_of is None:
+        file = request.FILES.get("file")
+        allow_duplicate = request.POST.get("allow_duplicate") == "1"
+        accepted = accept_upload(matter, file, by=request.user, allow_duplicate=allow_duplicate)
+        return accepted, file.name if file is not None and file.name else ""
+    document = selectors.document_for(request.user, copy_of)
+    if document is None or document.matter_id != matter.pk:
+        raise UploadRejected("DOCUMENT_NOT_FOUND", "That document is no longer in this matter.")
+    name = request.POST.get("name", "")[:255] or document.original_name
+    return upload_again(document, name, by=request.user), name
+
+
+def _duplicate_notice(request: HttpRequest, matter: Matter) -> dict[str, Any] | None:
+    """The duplicate that the last upload to this matter turned out to be; shown once."""
+    notice = request.session.pop(DUPLICATE_UPLOAD, None)
+    if not notice or notice.get("matter") != str(matter.pk):
+        return None
+    job = selectors.job_for(request.user, notice.get("job"), matter=matter)
+    if job is None:
+        return None
+    status = STATUS_WORDS[JobStatus(job.status)][1]
+    return {"name": notice.get("name", ""), "document": job.document, "job": job, "status": status}
 
 
 @login_required
