@@ -1,6 +1,6 @@
 """The matter and job pages over plain HTTP: what they show, who may see them, what their
-polling gets back, a page cost that does not grow with the matter, and uploading the same
-file twice."""
+polling gets back, a page cost that does not grow with the matter, uploading the same
+file twice, and the members panel."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from django.utils.timezone import localtime
 
 from processing.jobs import lifecycle
 from processing.jobs.states import JobStatus
-from processing.models import Document, Matter, ProcessingJob, Role
+from processing.models import Document, Matter, Membership, ProcessingJob, Role
 from processing.pipeline.registry import Stage, register
 from tests.conftest import stored_document
 
@@ -228,3 +228,116 @@ def test_upload_anyway_takes_only_a_document_of_the_same_matter(
 
     assert "That document is no longer in this matter." in answer.content.decode()
     assert Document.objects.count() == 1
+
+
+# --- the members panel -----------------------------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+
+
+def members_of(matter: Matter) -> list[tuple[str, str]]:
+    return sorted(Membership.objects.filter(matter=matter).values_list("user__username", "role"))
+
+
+def panel(response: Any, status: int) -> str:
+    """The members panel alone, as htmx swaps it in place; with the status expected."""
+    assert response.status_code == status, response.content[:500]
+    html: str = response.content.decode().strip()
+    assert html.startswith('<section id="members"') and html.endswith("</section>")
+    assert "data-shows-refusals" in html  # so that app.js swaps in a refusal too
+    return html
+
+
+@pytest.fixture
+def team(make_user: Any, make_matter: Any, alice: Any) -> Matter:
+    """Alice owns it; Bob is a member, Carol a viewer; Dave has an account, not on it."""
+    for username in ("bob", "carol", "dave"):
+        make_user(username)
+    return make_matter(alice, "Acme merger", bob=Role.MEMBER, carol=Role.VIEWER)
+
+
+def test_an_owner_adds_a_person_changes_their_role_and_removes_them_in_place(
+    team: Matter, alice: Any
+) -> None:
+    client = browser_of(alice)
+    page = client.get(f"/matters/{team.pk}/").content.decode()
+    assert 'id="members"' in page and "Add person" in page and "Change role" in page
+    members = f"/matters/{team.pk}/members"
+
+    added = panel(client.post(members, {"username": "dave", "role": "viewer"}, headers=HTMX), 200)
+    assert "“dave” now has the role viewer." in added and ">dave<" in added
+    assert ("dave", "viewer") in members_of(team)
+
+    changed = panel(client.post(members, {"username": "dave", "role": "owner"}, headers=HTMX), 200)
+    assert "“dave” now has the role owner." in changed
+    assert ("dave", "owner") in members_of(team)
+
+    removed = panel(client.post(f"{members}/remove", {"username": "dave"}, headers=HTMX), 200)
+    assert "“dave” was removed from the matter." in removed
+    assert "dave" not in removed.replace("“dave” was removed", "")
+    assert members_of(team) == [("alice", "owner"), ("bob", "member"), ("carol", "viewer")]
+
+
+def test_adding_an_unknown_username_says_so_in_the_panel(team: Matter, alice: Any) -> None:
+    before = members_of(team)
+    answer = browser_of(alice).post(
+        f"/matters/{team.pk}/members", {"username": "nobdy", "role": "member"}, headers=HTMX
+    )
+    html = panel(answer, 400)
+    assert "No one has the username “nobdy”; check its spelling." in html
+    assert 'role="alert"' in html
+    assert members_of(team) == before
+
+
+@pytest.mark.parametrize("who", ["bob", "carol"])
+def test_members_and_viewers_see_the_people_but_no_controls_and_a_forced_post_is_403(
+    team: Matter, who: str
+) -> None:
+    client = browser_of(Membership.objects.get(matter=team, user__username=who).user)
+    page = client.get(f"/matters/{team.pk}/").content.decode()
+    section = page[page.index('<section id="members"') :]
+    section = section[: section.index("</section>")]
+    assert ">alice<" in section and "<td>Owner</td>" in section and "<td>Viewer</td>" in section
+    assert "<form" not in section and "hx-post" not in section and "Add person" not in page
+    before = members_of(team)
+    members = f"/matters/{team.pk}/members"
+
+    forced = [
+        client.post(members, {"username": "dave", "role": "owner"}, headers=HTMX),
+        client.post(members, {"username": who, "role": "owner"}),
+        client.post(f"{members}/remove", {"username": "alice"}, headers=HTMX),
+    ]
+
+    for answer in forced:
+        html = panel(answer, 403)
+        assert "Only owners of this matter can add people" in html and "<form" not in html
+    assert members_of(team) == before
+
+
+def test_the_last_owner_is_refused_on_the_page_and_stays_owner(team: Matter, alice: Any) -> None:
+    client = browser_of(alice)
+    members = f"/matters/{team.pk}/members"
+    for answer in (
+        client.post(members, {"username": "alice", "role": "member"}, headers=HTMX),
+        client.post(f"{members}/remove", {"username": "alice"}, headers=HTMX),
+    ):
+        assert "A matter must keep at least one owner." in panel(answer, 409)
+    assert ("alice", "owner") in members_of(team)
+
+
+def test_an_owner_who_steps_down_gets_a_page_that_matches_their_new_role(
+    team: Matter, alice: Any
+) -> None:
+    client = browser_of(alice)
+    members = f"/matters/{team.pk}/members"
+    client.post(members, {"username": "bob", "role": "owner"}, headers=HTMX)
+
+    demoted = client.post(members, {"username": "alice", "role": "member"}, headers=HTMX)
+    assert demoted.status_code == 200 and demoted["HX-Refresh"] == "true"
+    assert "Add person" not in client.get(f"/matters/{team.pk}/").content.decode()
+
+    client = browser_of(Membership.objects.get(matter=team, user__username="bob").user)
+    client.post(members, {"username": "carol", "role": "owner"}, headers=HTMX)
+    left = client.post(f"{members}/remove", {"username": "bob"}, headers=HTMX)
+    assert left.status_code == 200 and left["HX-Redirect"] == "/"
+    assert client.get(f"/matters/{team.pk}/").status_code == 404
