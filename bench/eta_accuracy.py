@@ -130,9 +130,12 @@ def create_jobs(matter: Any, user: Any, docs: list[tuple[str, bytes, int, bool]]
     ids = []
     with transaction.atomic():
         for name, content, _pages, _scanned in docs:
-            _document, job = accept_upload(
-                matter, SimpleUploadedFile(name, content, "application/pdf"), by=user
-            )
+            job = accept_upload(
+                matter,
+                SimpleUploadedFile(name, content, "application/pdf"),
+                by=user,
+                allow_duplicate=True,
+            ).job
             ids.append(job.pk)
     return ids
 

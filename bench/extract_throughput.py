@@ -102,11 +102,12 @@ def main() -> None:
 
     pdf_bytes = _setup.make_text_pdf(args.pages, args.words)
     user, matter = _setup.make_owner()
-    document, _job = accept_upload(
+    document = accept_upload(
         matter,
         SimpleUploadedFile(f"bench-{args.pages}.pdf", pdf_bytes, "application/pdf"),
         by=user,
-    )
+        allow_duplicate=True,
+    ).document
     path = document.file.path
     print(
         f"document: {args.pages} pages x ~{args.words} words, {len(pdf_bytes) / 1024:.0f} KiB, "

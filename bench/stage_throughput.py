@@ -176,9 +176,10 @@ def upload(matter: Any, user: Any, name: str, content: bytes) -> tuple[Any, Any]
 
     from processing.uploads import accept_upload
 
-    document, job = accept_upload(
-        matter, SimpleUploadedFile(name, content, "application/pdf"), by=user
+    accepted = accept_upload(
+        matter, SimpleUploadedFile(name, content, "application/pdf"), by=user, allow_duplicate=True
     )
+    document, job = accepted.document, accepted.job
     _setup.flush_redis()  # this process runs the stages itself
     return document, job
 

@@ -253,11 +253,13 @@ def main() -> None:
 
     from processing.uploads import accept_upload
 
-    document, job = accept_upload(
+    accepted = accept_upload(
         matter,
         SimpleUploadedFile(f"memory-{args.pages}.pdf", pdf_bytes, "application/pdf"),
         by=user,
+        allow_duplicate=True,
     )
+    document, job = accepted.document, accepted.job
     if document.page_count != args.pages:
         raise SystemExit(f"expected {args.pages} pages, the upload counted {document.page_count}")
     queued = _setup.redis().llen(f"rq:queue:{job.queue_name}")

@@ -48,9 +48,13 @@ def create_matter(name: str, *, owner: Any) -> Matter:
 
 def set_member(matter: Matter, username: str, role: str) -> Membership:
     """Add ``username`` to the matter as ``role``, or change their role if they are on it."""
+    if role not in Role.values:
+        raise MembershipRefused("Choose one of the roles: viewer, member or owner.")
+    if not username:
+        raise UnknownUser("Give the username of the person to add.")
     user = get_user_model().objects.filter(username=username).first()
     if user is None:
-        raise UnknownUser("No user has this username.")
+        raise UnknownUser(f"No one has the username “{username}”; check its spelling.")
     with transaction.atomic():
         _lock(matter)
         membership = Membership.objects.filter(matter=matter, user=user).first()
@@ -68,7 +72,7 @@ def remove_member(matter: Matter, username: str) -> None:
         _lock(matter)
         membership = Membership.objects.filter(matter=matter, user__username=username).first()
         if membership is None:
-            raise NotAMember("This person is not a member of the matter.")
+            raise NotAMember(f"“{username}” is not a member of this matter.")
         if membership.role == Role.OWNER:
             _refuse_last_owner(matter)
         membership.delete()

@@ -108,7 +108,12 @@ class Document(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
-        indexes = [models.Index(fields=["matter", "-created_at"], name="document_matter_recent")]
+        indexes = [
+            models.Index(fields=["matter", "-created_at"], name="document_matter_recent"),
+            # Finds an upload's duplicate; not unique, since an upload may be let through
+            # on purpose (``allow_duplicate``).
+            models.Index(fields=["matter", "sha256"], name="document_matter_sha256"),
+        ]
 
     def __str__(self) -> str:
         return self.original_name

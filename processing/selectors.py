@@ -36,6 +36,11 @@ def memberships_of(person: Person) -> QuerySet[Membership]:
     return Membership.objects.filter(user=user).select_related("matter").order_by("matter__name")
 
 
+def members_of(matter: Matter) -> QuerySet[Membership]:
+    """The people on ``matter`` with their roles, by username."""
+    return matter.memberships.select_related("user").order_by("user__username")
+
+
 def jobs_for(person: Person) -> QuerySet[ProcessingJob]:
     """Jobs in the matters ``person`` belongs to, with what the job object needs."""
     user = account(person)

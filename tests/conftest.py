@@ -188,9 +188,12 @@ class ApiClient:
     def delete(self, path: str) -> Any:
         return self.client.delete(path, headers=self.headers)
 
-    def upload(self, matter_id: Any, name: str, content: bytes) -> Any:
+    def upload(
+        self, matter_id: Any, name: str, content: bytes, *, allow_duplicate: bool = False
+    ) -> Any:
+        query = "?allow_duplicate=1" if allow_duplicate else ""
         return self.client.post(
-            f"/api/matters/{matter_id}/documents",
+            f"/api/matters/{matter_id}/documents{query}",
             data={"file": SimpleUploadedFile(name, content)},
             headers=self.headers,
         )

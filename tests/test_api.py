@@ -8,20 +8,25 @@ the rest run in a rolled-back transaction.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import random
+import threading
 import uuid
 import zipfile
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import django_rq
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection, transaction
 from django.test import Client
 
+from processing.jobs.queues import QUEUES
 from processing.models import (
     AuditEvent,
     Document,
@@ -32,6 +37,7 @@ from processing.models import (
     ProcessingState,
     StageRun,
 )
+from processing.uploads import accept_upload
 from tests.conftest import ApiClient, job_of, make_pdf
 
 pytestmark = pytest.mark.django_db
@@ -39,6 +45,11 @@ needs_worker = pytest.mark.django_db(transaction=True)
 
 CORRUPT_PDF = b"%PDF-1.4\n garbage %%EOF"
 TEXT = b"Deposition of the witness, taken on the twelfth of March.\n" * 3
+
+
+def text_no(n: object) -> bytes:
+    """TEXT with a line of its own: a different document, not a duplicate of TEXT."""
+    return TEXT + f"Exhibit {n}.\n".encode()
 
 
 # --- helpers ---------------------------------------------------------------------------
@@ -226,8 +237,8 @@ def test_matters_lists_only_the_callers_with_role_and_counts(
     viewed = make_matter(bob, "Alpha lease", alice="viewer")
     make_matter(bob, "Bob's private matter")
     api = api_client(alice)
-    for _ in range(2):
-        assert api.upload(mine.pk, "note.txt", TEXT).status_code == 201
+    for n in range(2):
+        assert api.upload(mine.pk, f"note-{n}.txt", text_no(n)).status_code == 201
 
     data = data_of(api.get("/api/matters"))
 
@@ -399,7 +410,7 @@ def test_a_member_uploads_and_cancels_only_their_own_uploads(
 ) -> None:
     alices_job = job_of(api_client(alice).upload(shared.pk, "alice.txt", TEXT))
     member = api_client(bob)
-    response = member.upload(shared.pk, "bob.txt", TEXT)
+    response = member.upload(shared.pk, "bob.txt", text_no("bob"))
     assert response.status_code == 201
     bobs_job = job_of(response)
     assert bobs_job.created_by == bob and bobs_job.document.uploaded_by == bob
@@ -419,8 +430,8 @@ def test_an_owner_cancels_and_prioritises_anyones_job(
     api_client: Any, alice: Any, bob: Any, shared: Matter
 ) -> None:
     member = api_client(bob)
-    first = job_of(member.upload(shared.pk, "one.txt", TEXT))
-    second = job_of(member.upload(shared.pk, "two.txt", TEXT))
+    first = job_of(member.upload(shared.pk, "one.txt", text_no(1)))
+    second = job_of(member.upload(shared.pk, "two.txt", text_no(2)))
     owner = api_client(alice)
     assert data_of(act(owner, first, "cancel"))["status"] == "CANCELLED"
     assert data_of(act(owner, second, "prioritize"))["priority"] == "high"
@@ -468,6 +479,110 @@ def test_an_upload_stores_the_document_and_queues_its_job(
     job = ProcessingJob.objects.get(document=document)
     assert data["job"]["id"] == str(job.pk) and data["job"]["status"] == "QUEUED"
     assert job.created_by == alice
+    assert data["duplicate"] is False
+
+
+def queued_rq_ids() -> list[str]:
+    """Every RQ job waiting in the queues."""
+    return [job_id for name in QUEUES for job_id in django_rq.get_queue(name).job_ids]
+
+
+@needs_worker
+def test_the_same_bytes_uploaded_again_answer_the_document_already_in_the_matter(
+    api_client: Any, alice: Any, bob: Any, shared: Matter
+) -> None:
+    first = data_of(api_client(alice).upload(shared.pk, "deposition.txt", TEXT), 201)
+    queued = queued_rq_ids()
+    assert len(queued) == 1
+
+    # Another member, another name, the same bytes.
+    again = data_of(api_client(bob).upload(shared.pk, "deposition (1).txt", TEXT), 200)
+
+    assert again["duplicate"] is True
+    assert again["document"] == first["document"]
+    assert again["job"]["id"] == first["job"]["id"]
+    assert Document.objects.count() == 1 and ProcessingJob.objects.count() == 1
+    assert queued_rq_ids() == queued  # nothing new to process
+    assert len(stored_files()) == 1
+
+
+@needs_worker
+def test_allow_duplicate_uploads_the_same_bytes_again_as_a_new_document(
+    api_client: Any, alice: Any, matter: Matter
+) -> None:
+    api = api_client(alice)
+    first = data_of(api.upload(matter.pk, "deposition.txt", TEXT), 201)
+
+    again = data_of(api.upload(matter.pk, "deposition.txt", TEXT, allow_duplicate=True), 201)
+
+    assert again["duplicate"] is False
+    assert again["document"]["id"] != first["document"]["id"]
+    assert again["job"]["id"] != first["job"]["id"]
+    assert again["document"]["sha256"] == first["document"]["sha256"]
+    assert Document.objects.count() == 2 and len(queued_rq_ids()) == 2
+    # A later plain upload of the bytes answers the newest of the two.
+    latest = data_of(api.upload(matter.pk, "deposition.txt", TEXT), 200)
+    assert latest["duplicate"] is True and latest["job"]["id"] == again["job"]["id"]
+
+
+def test_the_same_bytes_in_another_matter_are_not_a_duplicate(
+    api_client: Any, make_matter: Any, alice: Any, matter: Matter
+) -> None:
+    api = api_client(alice)
+    other = make_matter(alice, "Another matter")
+    first = data_of(api.upload(matter.pk, "deposition.txt", TEXT), 201)
+
+    elsewhere = data_of(api.upload(other.pk, "deposition.txt", TEXT), 201)
+
+    assert elsewhere["duplicate"] is False
+    assert elsewhere["document"]["id"] != first["document"]["id"]
+    assert Document.objects.get(pk=elsewhere["document"]["id"]).matter == other
+
+
+def test_allow_duplicate_that_is_not_a_yes_or_no_is_a_validation_error(
+    api_client: Any, alice: Any, matter: Matter
+) -> None:
+    api = api_client(alice)
+    response = api.client.post(
+        f"/api/matters/{matter.pk}/documents?allow_duplicate=perhaps",
+        data={"file": SimpleUploadedFile("deposition.txt", TEXT)},
+        headers=api.headers,
+    )
+    error_of(response, 400, "VALIDATION_ERROR")
+    assert_nothing_stored()
+
+
+@needs_worker
+def test_two_identical_uploads_at_the_same_moment_store_one_document(
+    alice: Any, matter: Matter
+) -> None:
+    """Each upload's transaction is held open a moment after it has stored its document
+    (as a slow request's would be): without the lock on (matter, bytes), both would find
+    no duplicate and both would store one."""
+    start = threading.Barrier(2)
+    both_stored = threading.Barrier(2, timeout=1)  # both get here only if nothing serialises
+    duplicates: list[bool] = []
+
+    def upload(name: str) -> None:
+        try:
+            with transaction.atomic():
+                start.wait()
+                accepted = accept_upload(matter, SimpleUploadedFile(name, TEXT), by=alice)
+                with contextlib.suppress(threading.BrokenBarrierError):
+                    both_stored.wait()
+            duplicates.append(accepted.duplicate)
+        finally:
+            connection.close()
+
+    threads = [threading.Thread(target=upload, args=(f"copy-{n}.txt",)) for n in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(20)
+
+    assert sorted(duplicates) == [False, True]
+    assert Document.objects.count() == 1 and ProcessingJob.objects.count() == 1
+    assert len(queued_rq_ids()) == 1
 
 
 def test_a_file_over_the_limit_is_413(
@@ -736,7 +851,7 @@ def test_a_matters_jobs_filtered_and_paginated_newest_first(
     api_client: Any, alice: Any, matter: Matter
 ) -> None:
     api = api_client(alice)
-    jobs = [job_of(api.upload(matter.pk, f"note-{n}.txt", TEXT)) for n in range(5)]
+    jobs = [job_of(api.upload(matter.pk, f"note-{n}.txt", text_no(n))) for n in range(5)]
     for job in jobs[1], jobs[3]:
         assert act(api, job, "cancel").status_code == 200
     newest_first = [str(j.pk) for j in reversed(jobs)]
@@ -799,7 +914,7 @@ def test_recent_jobs_across_the_callers_matters_only(
     j1 = job_of(alice_api.upload(own.pk, "a.txt", TEXT))
     j2 = job_of(bob_api.upload(viewed.pk, "b.txt", TEXT))
     hidden = job_of(bob_api.upload(private.pk, "c.txt", TEXT))
-    j3 = job_of(alice_api.upload(own.pk, "d.txt", TEXT))
+    j3 = job_of(alice_api.upload(own.pk, "d.txt", text_no("d")))
     assert act(alice_api, j1, "cancel").status_code == 200
 
     recent = alice_api.get("/api/jobs").json()
@@ -990,7 +1105,10 @@ def test_bulk_retry_by_ids_and_by_status(
     api_client: Any, make_matter: Any, alice: Any, matter: Matter, worker: Any
 ) -> None:
     api = api_client(alice)
-    failed = [job_of(api.upload(matter.pk, f"broken-{n}.pdf", CORRUPT_PDF)) for n in range(3)]
+    failed = [
+        job_of(api.upload(matter.pk, f"broken-{n}.pdf", f"%PDF-1.4\n garbage {n} %%EOF".encode()))
+        for n in range(3)
+    ]
     completed = job_of(api.upload(matter.pk, "fine.txt", TEXT))
     elsewhere = job_of(api.upload(make_matter(alice, "Elsewhere").pk, "other.txt", TEXT))
     worker()

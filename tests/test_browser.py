@@ -423,3 +423,36 @@ def test_a_rejected_upload_says_why(
     assert "not supported" in message.inner_text()
     assert "UNSUPPORTED_FILE_TYPE" in message.inner_text()
     assert page.locator("#jobs").inner_text().count("opinion.doc") == 0
+
+
+def test_an_owner_manages_people_in_place_and_is_told_why_a_change_is_refused(
+    browser: Any, web_only: LiveApp, make_user: Any, make_matter: Any
+) -> None:
+    owner = make_user("jane")
+    make_user("kofi")
+    matter = make_matter(owner, "Estate of Okafor")
+    page = log_in(browser, web_only.url, "jane")
+    open_matter(page, web_only.url, matter)
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    panel = page.locator("#members")
+
+    panel.get_by_role("textbox", name="Username").fill("kofi")
+    panel.locator(".add-member select[name=role]").select_option("viewer")
+    panel.locator("text=Add person").click()
+    panel.locator("text=“kofi” now has the role viewer.").wait_for()
+
+    panel.get_by_role("textbox", name="Username").fill("kofi.typo")
+    panel.locator("text=Add person").click()
+    panel.locator("[role=alert]:has-text('No one has the username “kofi.typo”')").wait_for()
+
+    own_row = panel.locator("tr:has-text('(you)')")
+    own_row.locator("select[name=role]").select_option("member")
+    own_row.locator("button:has-text('Change role')").click()
+    panel.locator("[role=alert]:has-text('A matter must keep at least one owner.')").wait_for()
+
+    kofi_row = panel.locator("tr:has-text('kofi')")
+    kofi_row.locator("button:has-text('Remove')").click()
+    panel.locator("text=“kofi” was removed from the matter.").wait_for()
+
+    assert page.evaluate("window.sameDocument") is True
+    assert sorted(matter.memberships.values_list("user__username", "role")) == [("jane", "owner")]

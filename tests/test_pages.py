@@ -1,18 +1,25 @@
 """The matter and job pages over plain HTTP: what they show, who may see them, what their
-polling gets back, and a page cost that does not grow with the matter."""
+polling gets back, a page cost that does not grow with the matter, uploading the same
+file twice, and the members panel."""
 
 from __future__ import annotations
 
+import re
+from html import unescape
+from pathlib import Path
 from typing import Any
 
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
+from django.utils.formats import date_format
+from django.utils.timezone import localtime
 
 from processing.jobs import lifecycle
 from processing.jobs.states import JobStatus
-from processing.models import Document, Matter, ProcessingJob, Role
+from processing.models import Document, Matter, Membership, ProcessingJob, Role
 from processing.pipeline.registry import Stage, register
 from tests.conftest import stored_document
 
@@ -157,3 +164,180 @@ def _bulk_jobs(matter: Matter, by: Any, count: int) -> None:
         )
         for n, document in enumerate(documents)
     )
+
+
+# --- uploading the same file twice -----------------------------------------------------
+
+DEPOSITION = b"Deposition of the witness, taken on the twelfth of March.\n" * 3
+
+
+def _hidden_fields(html: str, form_id: str) -> dict[str, str]:
+    """The hidden inputs of the element with ``form_id`` in a page, as the browser sends them."""
+    part = html[html.index(f'id="{form_id}"') :]
+    part = part[: part.index("</form>")]
+    fields = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)"', part)
+    return {name: unescape(value) for name, value in fields}
+
+
+def test_an_upload_of_bytes_already_in_the_matter_says_where_they_are_and_can_go_anyway(
+    matter: Matter, alice: Any
+) -> None:
+    client = browser_of(alice)
+    upload = f"/matters/{matter.pk}/upload"
+    client.post(upload, {"file": SimpleUploadedFile("deposition.txt", DEPOSITION)})
+    original = Document.objects.get()
+    job = ProcessingJob.objects.get()
+
+    answer = client.post(
+        upload, {"file": SimpleUploadedFile("deposition copy.txt", DEPOSITION)}, follow=True
+    )
+
+    page = answer.content.decode()
+    assert Document.objects.count() == 1 and ProcessingJob.objects.count() == 1
+    when = date_format(localtime(original.created_at), "j M Y, H:i")
+    assert "“deposition copy.txt” was already uploaded as" in page
+    assert f'<a href="/documents/{original.pk}/">deposition.txt</a>' in page
+    assert f">{when}</time>" in page and "so it was not processed again" in page
+    assert f'<a href="/jobs/{job.pk}/">Its job</a> is queued.' in page
+    assert "Upload anyway" in page
+    # Said once: the next visit of the page does not repeat it.
+    assert "already uploaded" not in client.get(f"/matters/{matter.pk}/").content.decode()
+
+    anyway = client.post(upload, _hidden_fields(page, "duplicate-upload"), follow=True)
+
+    assert "“deposition copy.txt” was uploaded and queued." in anyway.content.decode()
+    copy = Document.objects.exclude(pk=original.pk).get()
+    assert copy.original_name == "deposition copy.txt" and copy.sha256 == original.sha256
+    assert Path(copy.file.path).read_bytes() == DEPOSITION
+    assert ProcessingJob.objects.filter(document=copy).count() == 1
+
+
+def test_upload_anyway_takes_only_a_document_of_the_same_matter(
+    matter: Matter, alice: Any, make_matter: Any
+) -> None:
+    client = browser_of(alice)
+    other = make_matter(alice, "Another matter")
+    client.post(f"/matters/{other.pk}/upload", {"file": SimpleUploadedFile("a.txt", DEPOSITION)})
+    elsewhere = Document.objects.get()
+
+    answer = client.post(
+        f"/matters/{matter.pk}/upload",
+        {"allow_duplicate": "1", "copy_of": str(elsewhere.pk), "name": "a.txt"},
+        follow=True,
+    )
+
+    assert "That document is no longer in this matter." in answer.content.decode()
+    assert Document.objects.count() == 1
+
+
+# --- the members panel -----------------------------------------------------------------
+
+HTMX = {"HX-Request": "true"}
+
+
+def members_of(matter: Matter) -> list[tuple[str, str]]:
+    return sorted(Membership.objects.filter(matter=matter).values_list("user__username", "role"))
+
+
+def panel(response: Any, status: int) -> str:
+    """The members panel alone, as htmx swaps it in place; with the status expected."""
+    assert response.status_code == status, response.content[:500]
+    html: str = response.content.decode().strip()
+    assert html.startswith('<section id="members"') and html.endswith("</section>")
+    assert "data-shows-refusals" in html  # so that app.js swaps in a refusal too
+    return html
+
+
+@pytest.fixture
+def team(make_user: Any, make_matter: Any, alice: Any) -> Matter:
+    """Alice owns it; Bob is a member, Carol a viewer; Dave has an account, not on it."""
+    for username in ("bob", "carol", "dave"):
+        make_user(username)
+    return make_matter(alice, "Acme merger", bob=Role.MEMBER, carol=Role.VIEWER)
+
+
+def test_an_owner_adds_a_person_changes_their_role_and_removes_them_in_place(
+    team: Matter, alice: Any
+) -> None:
+    client = browser_of(alice)
+    page = client.get(f"/matters/{team.pk}/").content.decode()
+    assert 'id="members"' in page and "Add person" in page and "Change role" in page
+    members = f"/matters/{team.pk}/members"
+
+    added = panel(client.post(members, {"username": "dave", "role": "viewer"}, headers=HTMX), 200)
+    assert "“dave” now has the role viewer." in added and ">dave<" in added
+    assert ("dave", "viewer") in members_of(team)
+
+    changed = panel(client.post(members, {"username": "dave", "role": "owner"}, headers=HTMX), 200)
+    assert "“dave” now has the role owner." in changed
+    assert ("dave", "owner") in members_of(team)
+
+    removed = panel(client.post(f"{members}/remove", {"username": "dave"}, headers=HTMX), 200)
+    assert "“dave” was removed from the matter." in removed
+    assert "dave" not in removed.replace("“dave” was removed", "")
+    assert members_of(team) == [("alice", "owner"), ("bob", "member"), ("carol", "viewer")]
+
+
+def test_adding_an_unknown_username_says_so_in_the_panel(team: Matter, alice: Any) -> None:
+    before = members_of(team)
+    answer = browser_of(alice).post(
+        f"/matters/{team.pk}/members", {"username": "nobdy", "role": "member"}, headers=HTMX
+    )
+    html = panel(answer, 400)
+    assert "No one has the username “nobdy”; check its spelling." in html
+    assert 'role="alert"' in html
+    assert members_of(team) == before
+
+
+@pytest.mark.parametrize("who", ["bob", "carol"])
+def test_members_and_viewers_see_the_people_but_no_controls_and_a_forced_post_is_403(
+    team: Matter, who: str
+) -> None:
+    client = browser_of(Membership.objects.get(matter=team, user__username=who).user)
+    page = client.get(f"/matters/{team.pk}/").content.decode()
+    section = page[page.index('<section id="members"') :]
+    section = section[: section.index("</section>")]
+    assert ">alice<" in section and "<td>Owner</td>" in section and "<td>Viewer</td>" in section
+    assert "<form" not in section and "hx-post" not in section and "Add person" not in page
+    before = members_of(team)
+    members = f"/matters/{team.pk}/members"
+
+    forced = [
+        client.post(members, {"username": "dave", "role": "owner"}, headers=HTMX),
+        client.post(members, {"username": who, "role": "owner"}),
+        client.post(f"{members}/remove", {"username": "alice"}, headers=HTMX),
+    ]
+
+    for answer in forced:
+        html = panel(answer, 403)
+        assert "Only owners of this matter can add people" in html and "<form" not in html
+    assert members_of(team) == before
+
+
+def test_the_last_owner_is_refused_on_the_page_and_stays_owner(team: Matter, alice: Any) -> None:
+    client = browser_of(alice)
+    members = f"/matters/{team.pk}/members"
+    for answer in (
+        client.post(members, {"username": "alice", "role": "member"}, headers=HTMX),
+        client.post(f"{members}/remove", {"username": "alice"}, headers=HTMX),
+    ):
+        assert "A matter must keep at least one owner." in panel(answer, 409)
+    assert ("alice", "owner") in members_of(team)
+
+
+def test_an_owner_who_steps_down_gets_a_page_that_matches_their_new_role(
+    team: Matter, alice: Any
+) -> None:
+    client = browser_of(alice)
+    members = f"/matters/{team.pk}/members"
+    client.post(members, {"username": "bob", "role": "owner"}, headers=HTMX)
+
+    demoted = client.post(members, {"username": "alice", "role": "member"}, headers=HTMX)
+    assert demoted.status_code == 200 and demoted["HX-Refresh"] == "true"
+    assert "Add person" not in client.get(f"/matters/{team.pk}/").content.decode()
+
+    client = browser_of(Membership.objects.get(matter=team, user__username="bob").user)
+    client.post(members, {"username": "carol", "role": "owner"}, headers=HTMX)
+    left = client.post(f"{members}/remove", {"username": "bob"}, headers=HTMX)
+    assert left.status_code == 200 and left["HX-Redirect"] == "/"
+    assert client.get(f"/matters/{team.pk}/").status_code == 404

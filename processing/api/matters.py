@@ -55,7 +55,7 @@ def create_matter(request: HttpRequest, payload: MatterIn) -> HttpResponse:
 @router.get("/{matter_id}/members", summary="People on the matter and their roles")
 def list_members(request: HttpRequest, matter_id: str) -> HttpResponse:
     matter, _role = matter_or_404(request, matter_id)
-    rows = matter.memberships.select_related("user").order_by("user__username")
+    rows = selectors.members_of(matter)
     return json_response(
         {"data": [{"username": m.user.get_username(), "role": m.role} for m in rows]}
     )
@@ -71,6 +71,8 @@ def add_member(request: HttpRequest, matter_id: str, payload: MemberIn) -> HttpR
         raise ApiError(400, "VALIDATION_ERROR", exc.message, field="username") from exc
     except matter_service.LastOwner as exc:
         raise _last_owner(exc) from exc
+    except matter_service.MembershipRefused as exc:
+        raise ApiError(400, "VALIDATION_ERROR", exc.message, field="role") from exc
     return json_response(
         {"data": {"username": payload.username, "role": membership.role}}, status=201
     )

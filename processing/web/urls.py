@@ -8,6 +8,10 @@ urlpatterns = [
     path("", views.matter_list, name="matter-list"),
     path("matters/<str:matter_id>/", views.matter_detail, name="matter-detail"),
     path("matters/<str:matter_id>/upload", views.upload, name="matter-upload"),
+    path("matters/<str:matter_id>/members", views.member_set, name="matter-members"),
+    path(
+        "matters/<str:matter_id>/members/remove", views.member_remove, name="matter-member-remove"
+    ),
     path("matters/<str:matter_id>/search", views.matter_search, name="matter-search"),
     path("matters/<str:matter_id>/summary", views.matter_summary, name="matter-summary"),
     path("jobs/<str:job_id>/", views.job_detail, name="job-detail"),

@@ -1,4 +1,5 @@
-"""HTML pages: matters, a matter with its upload form and jobs, a job, a document, search."""
+"""HTML pages: matters, a matter with its upload form, jobs and members, a job, a document,
+search."""
 
 from __future__ import annotations
 
@@ -9,19 +10,22 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_POST
+from django_htmx.http import HttpResponseClientRedirect, HttpResponseClientRefresh
 
+from processing import matters as matter_service
 from processing import selectors
 from processing.jobs import estimates
 from processing.jobs.states import JobStatus
 from processing.matters import create_matter
-from processing.models import DocumentPage, Matter, ProcessingJob
+from processing.models import DocumentPage, Matter, ProcessingJob, Role
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
-from processing.uploads import UploadRejected, accept_upload
-from processing.web.display import job_view, summary_view
+from processing.uploads import Accepted, UploadRejected, accept_upload, upload_again
+from processing.web.display import STATUS_WORDS, job_view, summary_view
 
 
 def _matter_or_404(request: HttpRequest, matter_id: str) -> tuple[Matter, str]:
@@ -82,6 +86,8 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
             "status": status,
             "status_filters": STATUS_FILTERS,
             "summary": summary_view(selectors.matter_summary(matter.pk)),
+            "duplicate": _duplicate_notice(request, matter),
+            **_members_context(matter, role),
         },
     )
 
@@ -147,21 +153,141 @@ def matter_search(request: HttpRequest, matter_id: str) -> HttpResponse:
     )
 
 
+# The session key under which an upload that turned out to be a duplicate waits to be
+# shown on the matter page (once), with its "Upload anyway".
+DUPLICATE_UPLOAD = "jobtracker.duplicate_upload"
+
+
 @login_required
 @require_POST
 def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
-    """Accept a file from the matter page's form."""
+    """Accept a file from the matter page's form, or its "Upload anyway" of a duplicate."""
     matter, role = _matter_or_404(request, matter_id)
     if not role_allows(role, Action.UPLOAD):
         messages.error(request, "Your role on this matter does not allow uploads.")
         return redirect("matter-detail", matter_id=matter.pk)
     try:
-        document, _job = accept_upload(matter, request.FILES.get("file"), by=request.user)
+        accepted, name = _accept(request, matter)
     except UploadRejected as exc:
         messages.error(request, f"{exc.message} ({exc.code})")
     else:
-        messages.success(request, f"“{document.original_name}” was uploaded and queued.")
+        if accepted.duplicate:
+            request.session[DUPLICATE_UPLOAD] = {
+                "matter": str(matter.pk),
+                "job": str(accepted.job.pk),
+                "name": name,
+            }
+        else:
+            messages.success(request, f"“{name}” was uploaded and queued.")
     return redirect("matter-detail", matter_id=matter.pk)
+
+
+def _accept(request: HttpRequest, matter: Matter) -> tuple[Accepted, str]:
+    """What the upload form sent, accepted, and the name it was sent under.
+
+    "Upload anyway" sends no file: it names the document already in the matter
+    (``copy_of``), whose stored bytes are the same.
+    """
+    copy_of = request.POST.get("copy_of")
+    if copy_of is None:
+        file = request.FILES.get("file")
+        allow_duplicate = request.POST.get("allow_duplicate") == "1"
+        accepted = accept_upload(matter, file, by=request.user, allow_duplicate=allow_duplicate)
+        return accepted, file.name if file is not None and file.name else ""
+    document = selectors.document_for(request.user, copy_of)
+    if document is None or document.matter_id != matter.pk:
+        raise UploadRejected("DOCUMENT_NOT_FOUND", "That document is no longer in this matter.")
+    name = request.POST.get("name", "")[:255] or document.original_name
+    return upload_again(document, name, by=request.user), name
+
+
+def _duplicate_notice(request: HttpRequest, matter: Matter) -> dict[str, Any] | None:
+    """The duplicate that the last upload to this matter turned out to be; shown once."""
+    notice = request.session.pop(DUPLICATE_UPLOAD, None)
+    if not notice or notice.get("matter") != str(matter.pk):
+        return None
+    job = selectors.job_for(request.user, notice.get("job"), matter=matter)
+    if job is None:
+        return None
+    status = STATUS_WORDS[JobStatus(job.status)][1]
+    return {"name": notice.get("name", ""), "document": job.document, "job": job, "status": status}
+
+
+# --- the members panel ---------------------------------------------------------------------
+
+MAY_NOT_MANAGE = "Only owners of this matter can add people, change roles or remove people."
+
+
+@login_required
+@require_POST
+def member_set(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """Add a person to the matter by username, or change their role (owners)."""
+    matter, role = _matter_or_404(request, matter_id)
+    if not role_allows(role, Action.MANAGE_MEMBERS):
+        return _members_panel(request, matter, role, problem=MAY_NOT_MANAGE, status=403)
+    username = request.POST.get("username", "").strip()
+    try:
+        membership = matter_service.set_member(matter, username, request.POST.get("role", ""))
+    except matter_service.MembershipRefused as exc:
+        return _members_panel(request, matter, role, problem=exc.message, status=_refused(exc))
+    if membership.user_id == request.user.pk and membership.role != role:
+        return HttpResponseClientRefresh()  # what the whole page offers them has changed
+    done = f"“{username}” now has the role {Role(membership.role).label.lower()}."
+    return _members_panel(request, matter, role, done=done)
+
+
+@login_required
+@require_POST
+def member_remove(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """Take a person off the matter (owners)."""
+    matter, role = _matter_or_404(request, matter_id)
+    if not role_allows(role, Action.MANAGE_MEMBERS):
+        return _members_panel(request, matter, role, problem=MAY_NOT_MANAGE, status=403)
+    username = request.POST.get("username", "")
+    try:
+        matter_service.remove_member(matter, username)
+    except matter_service.MembershipRefused as exc:
+        return _members_panel(request, matter, role, problem=exc.message, status=_refused(exc))
+    if username == request.user.get_username():
+        return HttpResponseClientRedirect(reverse("matter-list"))  # the matter is gone for them
+    return _members_panel(request, matter, role, done=f"“{username}” was removed from the matter.")
+
+
+def _refused(exc: matter_service.MembershipRefused) -> int:
+    """The HTTP status of a refused change to the members, as the API answers it."""
+    if isinstance(exc, matter_service.LastOwner):
+        return 409
+    if isinstance(exc, matter_service.NotAMember):
+        return 404
+    return 400
+
+
+def _members_panel(
+    request: HttpRequest,
+    matter: Matter,
+    role: str,
+    *,
+    done: str = "",
+    problem: str = "",
+    status: int = 200,
+) -> HttpResponse:
+    """The matter page's members panel, swapped in place by htmx (refusals included)."""
+    return render(
+        request,
+        "processing/matter_detail.html#members",
+        {**_members_context(matter, role), "members_done": done, "members_problem": problem},
+        status=status,
+    )
+
+
+def _members_context(matter: Matter, role: str) -> dict[str, Any]:
+    """What the members panel shows; its controls only to a role that may manage members."""
+    return {
+        "matter_id": matter.pk,
+        "members": list(selectors.members_of(matter)),
+        "can_manage_members": role_allows(role, Action.MANAGE_MEMBERS),
+        "roles": Role.choices,
+    }
 
 
 @login_required

@@ -31,6 +31,17 @@
     if (found && Number(found[1]) < version(e.detail.target)) e.detail.shouldSwap = false;
   });
 
+  // htmx swaps no 4xx answer. A part that shows its own refusals ("no one has this
+  // username", "the last owner") answers them with itself, marked data-shows-refusals:
+  // that answer is swapped in like a success. Any other error page is not.
+  document.addEventListener("htmx:beforeSwap", (e) => {
+    const status = e.detail.xhr.status;
+    if (status >= 400 && status < 500 && /\bdata-shows-refusals\b/.test(e.detail.serverResponse || "")) {
+      e.detail.shouldSwap = true;
+      e.detail.isError = false;
+    }
+  });
+
   function about(seconds) {  // the same words as processing/web/display.py's about()
     if (seconds < 45) return "less than a minute";
     const minutes = Math.round(seconds / 60);
