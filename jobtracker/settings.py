@@ -167,6 +167,14 @@ PROGRESS_WRITE_INTERVAL = float(os.environ.get("PROGRESS_WRITE_INTERVAL", "0.5")
 JOB_MAX_RETRIES = env_int("JOB_MAX_RETRIES", 3)
 RETRY_BACKOFF_BASE = float(os.environ.get("RETRY_BACKOFF_BASE", "5"))
 RETRY_BACKOFF_MAX = float(os.environ.get("RETRY_BACKOFF_MAX", "600"))
+# A running stage asks whether its job was cancelled between items, at most this often
+# (a progress write answers too): items that take longer than this stop at the first
+# item after a cancel, quicker ones at most this long after it.
+CANCEL_CHECK_INTERVAL = float(os.environ.get("CANCEL_CHECK_INTERVAL", "0.25"))
+# A cancelled job's stage that has not stopped this many seconds after the cancel (stuck
+# inside one item: a long OCR page) has its work horse killed by RQ's stop-job command
+# (lifecycle.stop_stuck_stage).
+CANCEL_GRACE_SECONDS = float(os.environ.get("CANCEL_GRACE_SECONDS", "5"))
 STAGE_TIMEOUT = env_int("STAGE_TIMEOUT", 1800)
 # A stage whose time grows with the pages (OCR) gets more per page, up to this; past it
 # a stage times out and retries, resuming after the pages it finished.

@@ -21,7 +21,7 @@ class StageContext:
     ``progress`` writes are throttled to one per ``PROGRESS_WRITE_INTERVAL``
     seconds (the last one always goes through when the stage ends), and each
     write also tells whether the job is still ours to run, so ``should_stop``
-    costs no extra query.
+    asks the database only when no write answered within ``CANCEL_CHECK_INTERVAL``.
     """
 
     job: ProcessingJob
@@ -30,6 +30,8 @@ class StageContext:
     items_total: int = 0
     # begin_stage has just written the counters and checked the token.
     _last_write: float = field(default_factory=time.monotonic, repr=False)
+    # When the database last said whether the job is still ours (a write or a check).
+    _last_check: float = field(default_factory=time.monotonic, repr=False)
     _stopped: bool = field(default=False, repr=False)
 
     @property
@@ -53,15 +55,22 @@ class StageContext:
         now = time.monotonic()
         if now - self._last_write < settings.PROGRESS_WRITE_INTERVAL:
             return
-        self._last_write = now
+        self._last_write = self._last_check = now
         still_ours = lifecycle.record_progress(self.job, self.stage_run, done=done, total=total)
         if not still_ours:
             self._stopped = True
 
     def should_stop(self) -> bool:
-        """True once the job was cancelled (or taken over): stop at the next item."""
-        if not self._stopped and time.monotonic() - self._last_write >= 1.0:
-            self._last_write = time.monotonic()
+        """True once the job was cancelled (or taken over): stop at the next item.
+
+        Asked between items. The answer is at most ``CANCEL_CHECK_INTERVAL``
+        seconds old (a query costs about a millisecond, too much for every one
+        of a thousand quick items), so a stage whose items take longer stops at
+        the first item after a cancel.
+        """
+        now = time.monotonic()
+        if not self._stopped and now - self._last_check >= settings.CANCEL_CHECK_INTERVAL:
+            self._last_check = now
             self._stopped = not lifecycle.still_running(self.job)
         return self._stopped
 

@@ -1,4 +1,4 @@
-"""Putting a job's current stage on an RQ queue.
+"""Putting a job's current stage on an RQ queue, and stopping one that runs.
 
 Called only from :mod:`processing.jobs.lifecycle`, after commit. A failure to reach
 Redis is logged, not raised: the job is safe in PostgreSQL, and recovery
@@ -10,13 +10,17 @@ from __future__ import annotations
 import functools
 import logging
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import django_rq
 from django.conf import settings
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import get_current_job
+from rq.command import send_stop_job_command
+from rq.exceptions import InvalidJobOperation, NoSuchJobError
+
+from processing.jobs import queues
 
 logger = logging.getLogger(__name__)
 
@@ -86,6 +90,64 @@ def enqueue_stage(
             job_id,
             dispatch_id,
             queue_name,
+            exc_info=True,
+        )
+        return False
+    return True
+
+
+def stop_check_id(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> str:
+    """The RQ job id of the check that follows the cancel of one running dispatch."""
+    return f"stop-{job_id}-{dispatch_id}"
+
+
+def enqueue_stop_check(
+    job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, *, delay: float
+) -> bool:
+    """Run ``tasks.stop_stuck_stage`` in ``delay`` seconds; False if Redis was unreachable.
+
+    RQ's scheduler (workers run ``--with-scheduler``) puts it at the front of the
+    ``high`` queue when it is due, so the next free worker runs it.
+    """
+    queue = django_rq.get_queue(queues.HIGH, connection=redis_connection())
+    try:
+        queue.enqueue_in(
+            timedelta(seconds=max(delay, 0.0)),
+            "processing.jobs.tasks.stop_stuck_stage",
+            str(job_id),
+            str(dispatch_id),
+            job_id=stop_check_id(job_id, dispatch_id),
+            at_front=True,
+            result_ttl=RESULT_TTL,
+            failure_ttl=FAILURE_TTL,
+            description=f"stop cancelled job {job_id}",
+        )
+    except RedisError:
+        logger.warning(
+            "Could not schedule the stop check of cancelled job %s: Redis unreachable; "
+            "its stage stops at its next item.",
+            job_id,
+            exc_info=True,
+        )
+        return False
+    return True
+
+
+def stop_running_stage(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> bool:
+    """Have RQ kill the work horse running this dispatch (its stop-job command, SIGKILL).
+
+    False when no worker is running it (it ended, or its worker is gone) or Redis
+    was unreachable. The worker that runs it survives and takes its next job.
+    """
+    try:
+        send_stop_job_command(redis_connection(), rq_job_id(job_id, dispatch_id))
+    except (NoSuchJobError, InvalidJobOperation):
+        return False
+    except RedisError:
+        logger.warning(
+            "Could not stop the stage of job %s (dispatch %s): Redis unreachable",
+            job_id,
+            dispatch_id,
             exc_info=True,
         )
         return False

@@ -22,6 +22,7 @@ function               job status                   called by
 ``fail_stage``         PROCESSING -> QUEUED         transient error, retries left
                        PROCESSING -> FAILED         permanent error, or none left
 ``stop_stage``         (stage run only)             worker, when a stage saw a cancel
+``stop_stuck_stage``   CANCELLED (stage run only)   RQ, a few seconds after a cancel
 ``retry``              FAILED -> QUEUED             person; resumes the failed stage
 ``skip``               FAILED -> SKIPPED            person
 ``cancel``             QUEUED|PROCESSING -> CANCEL  person
@@ -86,6 +87,7 @@ __all__ = [
     "skip",
     "still_running",
     "stop_stage",
+    "stop_stuck_stage",
 ]
 
 
@@ -445,7 +447,14 @@ def skip(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
 
 
 def cancel(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
-    """QUEUED|PROCESSING -> CANCELLED; a running stage stops at its next item."""
+    """QUEUED|PROCESSING -> CANCELLED; a running stage stops at its next item.
+
+    The job is CANCELLED as soon as this commits; a running stage learns of it
+    between items (:meth:`StageContext.should_stop`) and closes its run. A stage
+    stuck inside one item (a long Tesseract page) would not, so cancelling a
+    PROCESSING job also schedules :func:`stop_stuck_stage` for
+    ``CANCEL_GRACE_SECONDS`` later (see there).
+    """
     return _stop_for_good(job, JobStatus.CANCELLED, "cancelled", by=by)
 
 
@@ -456,6 +465,7 @@ def _stop_for_good(job: ProcessingJob, target: str, action: str, *, by: Actor) -
         previous = _set_status(job, target)
         job.finished_at = timezone.now()
         job.next_attempt_at = None
+        running = job.dispatch_id  # the token a running stage started under
         # A new token turns any queue entry for this job (and a running stage) into a no-op.
         job.dispatch_id = uuid.uuid4()
         _save(job, "status", "finished_at", "next_attempt_at", "dispatch_id")
@@ -464,7 +474,56 @@ def _stop_for_good(job: ProcessingJob, target: str, action: str, *, by: Actor) -
         )
         _audit(job, action, by, from_status=previous, stage=job.current_stage)
         _announce(job)
+        if previous == JobStatus.PROCESSING:  # only a cancel stops a running job
+            _schedule_stop_check(job, running)
     return job
+
+
+def _schedule_stop_check(job: ProcessingJob, running: uuid.UUID) -> None:
+    """After commit, schedule :func:`stop_stuck_stage` for the stage run under ``running``."""
+    job_id, delay = job.id, float(settings.CANCEL_GRACE_SECONDS)
+    transaction.on_commit(lambda: dispatch.enqueue_stop_check(job_id, running, delay=delay))
+
+
+def stop_stuck_stage(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> bool:
+    """The backstop of :func:`cancel`: stop a stage that did not stop by itself.
+
+    Runs as an RQ job ``CANCEL_GRACE_SECONDS`` after a PROCESSING job was
+    cancelled (RQ's scheduler enqueues it at the front of ``high``; any free
+    worker runs it). A stage reaches its next item within that time, sees the
+    cancel and closes its own run; then this finds no open run and does nothing.
+    A stage stuck inside one item still has its run open: this closes the run
+    (SKIPPED, as a stage that saw the cancel closes it), audits
+    ``stage_stopped``, and after commit sends RQ's stop-job command for the
+    queue entry the stage runs under (``dispatch_id``, the token it started
+    with), which SIGKILLs its work horse. The horse cannot record anything as
+    it dies, so it is recorded here first; RQ files the killed entry as
+    STOPPED, neither retried by RQ nor handed to an exception handler, so
+    nothing overwrites this: the job stays CANCELLED, with no automatic retry.
+    The worker itself survives and takes its next job. Returns True when a run
+    was still open.
+
+    The check needs RQ's scheduler (the Procfile's workers run it) and a free
+    worker: while every other worker is busy, the stuck stage keeps its own
+    until one is free. The job itself is CANCELLED from the click on.
+    """
+    with transaction.atomic():
+        job = _locked(job_id)
+        runs = list(StageRun.objects.filter(job=job, status=StageStatus.IN_PROGRESS))
+        if job.status != JobStatus.CANCELLED or not runs:
+            return False
+        for run in runs:
+            _end_stage_run(run.pk, StageStatus.SKIPPED, done=run.items_done, total=run.items_total)
+        _audit(
+            job,
+            "stage_stopped",
+            None,
+            stage=runs[-1].stage,
+            worker=runs[-1].worker,
+            grace_seconds=float(settings.CANCEL_GRACE_SECONDS),
+        )
+        transaction.on_commit(lambda: dispatch.stop_running_stage(job_id, dispatch_id))
+    return True
 
 
 def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:

@@ -76,3 +76,13 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         total=ctx.items_total,
     )
     return "failed"
+
+
+def stop_stuck_stage(job_id: str, dispatch_id: str) -> str:
+    """The backstop of a cancel (:func:`lifecycle.stop_stuck_stage`).
+
+    Returns ``stopped`` when the stage was still running and its work horse is
+    being killed, ``nothing to stop`` when it had stopped by itself.
+    """
+    close_old_connections()
+    return "stopped" if lifecycle.stop_stuck_stage(job_id, dispatch_id) else "nothing to stop"

@@ -179,6 +179,7 @@ _AUDIT_WORDS = {
     "skipped": "skipped it",
     "cancelled": "cancelled it",
     "prioritized": "moved it to the front of the queue",
+    "stage_stopped": "stopped the stage still running after the cancel",
 }
 
 
