@@ -13,9 +13,11 @@ import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import django_rq
 import pytest
+from django.conf import settings as django_settings
 from django.contrib.auth import get_user_model
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
@@ -139,6 +141,17 @@ def run_worker(*, max_jobs: int | None = None) -> int:
     worker = CountingWorker(queues, connection=connection)
     worker.work(burst=True, max_jobs=max_jobs, logging_level="WARNING")
     return worker.executed
+
+
+def database_url() -> str:
+    """The test database's URL, for the processes a test starts (daphne, workers)."""
+    db = django_settings.DATABASES["default"]
+    credentials = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        credentials += ":" + quote(db["PASSWORD"], safe="")
+    host = quote(db["HOST"] or "", safe="")
+    port = f":{db['PORT']}" if db.get("PORT") else ""
+    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 from unittest import mock
-from urllib.parse import quote
 
 import django_rq
 from django.conf import settings
@@ -35,6 +34,7 @@ from processing.jobs.worker import Worker as ProductionWorker
 from processing.models import Document, Matter
 from processing.pipeline import extract as extract_stage
 from processing.pipeline.registry import DOCUMENT_PROCESSING, Stage, get_pipeline, register
+from tests.conftest import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -188,17 +188,6 @@ def stored_file(matter: Matter, by: Any, name: str, content: bytes) -> Document:
 
 class Worker(ProductionWorker):
     """The production worker class; importing this module registered the test pipelines."""
-
-
-def database_url() -> str:
-    """The test database's URL, for processes the test starts."""
-    db = settings.DATABASES["default"]
-    credentials = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = quote(db["HOST"] or "", safe="")
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
 
 
 def wait_until(condition: Callable[[], Any], *, seconds: float, what: str) -> Any:

@@ -14,16 +14,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-from django.conf import settings as django_settings
 
 from processing.jobs import lifecycle
 from processing.jobs.queues import QUEUES
 from processing.live import notices
 from processing.models import ProcessingJob, Role
-from tests.conftest import make_pdf, stored_document
+from tests.conftest import database_url, make_pdf, stored_document
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -78,16 +76,6 @@ def _free_port() -> int:
         return port
 
 
-def _test_database_url() -> str:
-    db = django_settings.DATABASES["default"]
-    credentials = quote(db["USER"] or "", safe="")
-    if db.get("PASSWORD"):
-        credentials += ":" + quote(db["PASSWORD"], safe="")
-    host = quote(db["HOST"] or "", safe="")
-    port = f":{db['PORT']}" if db.get("PORT") else ""
-    return f"postgres://{credentials}@{host}{port}/{db['NAME']}"
-
-
 class LiveApp:
     """The app's processes on the test database, its Redis database and media: daphne and
     the live relay from the start, the RQ worker when the test says (so that it can watch
@@ -98,7 +86,7 @@ class LiveApp:
         self.url = f"http://127.0.0.1:{self.port}"
         self.env = {
             **os.environ,
-            "DATABASE_URL": _test_database_url(),
+            "DATABASE_URL": database_url(),
             "MEDIA_ROOT": str(media_root),
             "PROGRESS_WRITE_INTERVAL": "0.05",  # small documents still report progress
         }

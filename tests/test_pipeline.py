@@ -9,11 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from django.db import connection
 
 from processing.jobs.queues import QUEUES
 from processing.models import DocumentPage, ProcessingJob, StageRun
-from tests.conftest import job_of, make_docx, make_pdf
+from tests.conftest import database_url, job_of, make_docx, make_pdf
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -185,7 +184,7 @@ def test_production_worker_process_completes_a_job(
     job = job_of(client.upload(matter.pk, "brief.pdf", make_pdf(["Brief one.", "Brief two."])))
     env = {
         **os.environ,
-        "DATABASE_URL": _database_url_of_this_test(),
+        "DATABASE_URL": database_url(),
         "MEDIA_ROOT": str(Path(job.document.file.path).parents[3]),
     }
     result = subprocess.run(
@@ -199,19 +198,6 @@ def test_production_worker_process_completes_a_job(
     assert result.returncode == 0, result.stderr[-2000:]
     body = status_of(client, job)
     assert body["status"] == "COMPLETED" and body["page_count"] == 2
-
-
-def _database_url_of_this_test() -> str:
-    params = connection.get_connection_params()
-    settings = connection.settings_dict
-    from urllib.parse import quote
-
-    host = quote(str(params.get("host") or settings["HOST"] or ""), safe="")
-    port = params.get("port") or settings.get("PORT") or ""
-    user = quote(settings["USER"] or "postgres", safe="")
-    password = settings.get("PASSWORD") or ""
-    auth = f"{user}:{quote(password, safe='')}" if password else user
-    return f"postgres://{auth}@{host}{':' + str(port) if port else ''}/{settings['NAME']}"
 
 
 def test_checkpoint_rows_that_already_exist_are_kept_and_the_rest_saved(
