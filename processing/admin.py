@@ -80,6 +80,9 @@ class StageRunInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 class AuditEventInline(admin.TabularInline):
     model = AuditEvent
@@ -88,13 +91,18 @@ class AuditEventInline(admin.TabularInline):
     fields = readonly_fields = (
         "created_at",
         "action",
-        "from_status",
-        "to_status",
+        "status_before",
+        "status_after",
         "actor",
+        "reason",
+        "client_address",
         "details",
     )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -104,7 +112,12 @@ def _job_action(action: Action, description: str) -> Callable[..., None]:
     def run(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
         jobs = list(queryset.select_related("document"))
         names = {str(job.pk): str(job.document) for job in jobs}
-        outcome = actions.perform_each(((str(j.pk), j) for j in jobs), action, by=request.user)
+        outcome = actions.perform_each(
+            ((str(j.pk), j) for j in jobs),
+            action,
+            by=request.user,
+            address=actions.address_of(request),
+        )
         if outcome.done:
             modeladmin.message_user(
                 request, f"{description}: {outcome.done} job(s).", messages.SUCCESS
@@ -139,6 +152,7 @@ class ProcessingJobAdmin(admin.ModelAdmin):
     actions = [
         _job_action(Action.RETRY, "Retry"),
         _job_action(Action.SKIP, "Skip"),
+        _job_action(Action.SKIP_STAGE, "Skip the failed stage and go on"),
         _job_action(Action.CANCEL, "Cancel"),
         _job_action(Action.PRIORITIZE, "Prioritise"),
     ]
@@ -186,8 +200,18 @@ class DocumentPageAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "action", "job", "actor", "from_status", "to_status"]
+    list_display = [
+        "created_at",
+        "action",
+        "job",
+        "actor",
+        "status_before",
+        "status_after",
+        "reason",
+        "client_address",
+    ]
     list_filter = ["action"]
+    search_fields = ["reason", "job__id", "actor__username"]
     raw_id_fields = ["job"]
 
 
