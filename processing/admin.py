@@ -131,8 +131,20 @@ def _job_action(action: Action, description: str) -> Callable[..., None]:
     return admin.action(description=description)(run)
 
 
+class SavesOnlyWhatStaffChanged(admin.ModelAdmin):
+    """Rows the lifecycle writes too: saving the change form writes only the fields
+    staff changed (nothing, when they changed nothing), never the whole row, which
+    would put back values read moments before over what the lifecycle wrote since."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+        elif form.changed_data:
+            obj.save(update_fields=form.changed_data)
+
+
 @admin.register(ProcessingJob)
-class ProcessingJobAdmin(admin.ModelAdmin):
+class ProcessingJobAdmin(SavesOnlyWhatStaffChanged):
     list_display = [
         "document",
         "matter",
@@ -166,7 +178,7 @@ class ProcessingJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(SavesOnlyWhatStaffChanged):
     list_display = ["original_name", "matter", "content_type", "page_count", "processing_state"]
     list_filter = ["content_type", "processing_state"]
     search_fields = ["original_name", "sha256"]

@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from processing.errors import CorruptDocument
 from processing.jobs import lifecycle
@@ -161,27 +163,30 @@ def test_the_job_form_cannot_change_what_the_lifecycle_owns(
         assert f'name="{field}"' not in page
     assert 'name="stage_runs-0-status"' not in page
     events = job.audit.count()
-    saved = admin_client.post(
-        f"{JOBS}{job.pk}/change/",
-        {
-            "status": "COMPLETED",
-            "progress": "100",
-            "retry_count": "9",
-            "items_done": "7",
-            "items_total": "7",
-            "current_stage": "entities",
-            "stage_index": "5",
-            "skipped_stages": "extract",
-            "stage_runs-TOTAL_FORMS": "1",
-            "stage_runs-INITIAL_FORMS": "1",
-            "stage_runs-0-id": str(run.pk),
-            "stage_runs-0-job": str(job.pk),
-            "stage_runs-0-status": "COMPLETED",
-            "audit-TOTAL_FORMS": str(events),
-            "audit-INITIAL_FORMS": str(events),
-        },
-    )
+    with CaptureQueriesContext(connection) as queries:
+        saved = admin_client.post(
+            f"{JOBS}{job.pk}/change/",
+            {
+                "status": "COMPLETED",
+                "progress": "100",
+                "retry_count": "9",
+                "items_done": "7",
+                "items_total": "7",
+                "current_stage": "entities",
+                "stage_index": "5",
+                "skipped_stages": "extract",
+                "stage_runs-TOTAL_FORMS": "1",
+                "stage_runs-INITIAL_FORMS": "1",
+                "stage_runs-0-id": str(run.pk),
+                "stage_runs-0-job": str(job.pk),
+                "stage_runs-0-status": "COMPLETED",
+                "audit-TOTAL_FORMS": str(events),
+                "audit-INITIAL_FORMS": str(events),
+            },
+        )
     assert saved.status_code == 302  # the form was accepted; it just changes none of these
+    # Not even written back as they were: that could undo what a worker wrote meanwhile.
+    assert not [q for q in queries if q["sql"].startswith("UPDATE ")]
     stored = ProcessingJob.objects.get(pk=job.pk)
     assert (stored.status, stored.progress, stored.retry_count) == (JobStatus.FAILED, 0, 0)
     assert (stored.items_done, stored.current_stage, stored.stage_index) == (0, "extract", 1)
@@ -218,10 +223,16 @@ def test_a_document_can_be_renamed_but_not_its_page_count_or_processing_state(
     page = admin_client.get(url).content.decode()
     assert 'name="original_name"' in page
     assert 'name="page_count"' not in page and 'name="processing_state"' not in page
-    response = admin_client.post(
-        url, {"original_name": "renamed.pdf", "page_count": "99", "processing_state": "PROCESSED"}
-    )
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.post(
+            url,
+            {"original_name": "renamed.pdf", "page_count": "99", "processing_state": "PROCESSED"},
+        )
     assert response.status_code == 302
+    # Only the name is written: the processing state a worker may be writing is left alone.
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE ")]
+    assert len(updates) == 1 and '"original_name"' in updates[0]
+    assert '"processing_state"' not in updates[0] and '"page_count"' not in updates[0]
     document = Document.objects.get(pk=job.document_id)
     assert document.original_name == "renamed.pdf"
     assert (document.page_count, document.processing_state) == (3, ProcessingState.PENDING)
