@@ -146,6 +146,20 @@ def reset_database() -> None:
     call_command("migrate", verbosity=0, interactive=False)
 
 
+def forget_jobs() -> None:
+    """Remove every job of the benchmarks' database with its stage runs and audit events.
+
+    ``TRUNCATE``, not ``DELETE``: the audit trail refuses deletion (an audit event
+    protects its job), and this database is the benchmarks' own throwaway one.
+    """
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "TRUNCATE processing_processingjob, processing_stagerun, processing_auditevent"
+        )
+
+
 def redis() -> Any:
     """A client on the benchmarks' Redis database (the one the app's queues use)."""
     import redis as redis_py

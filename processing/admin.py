@@ -80,6 +80,9 @@ class StageRunInline(admin.TabularInline):
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
 
 class AuditEventInline(admin.TabularInline):
     model = AuditEvent
@@ -88,13 +91,18 @@ class AuditEventInline(admin.TabularInline):
     fields = readonly_fields = (
         "created_at",
         "action",
-        "from_status",
-        "to_status",
+        "status_before",
+        "status_after",
         "actor",
+        "reason",
+        "client_address",
         "details",
     )
 
     def has_add_permission(self, request: HttpRequest, obj: Any = None) -> bool:
+        return False
+
+    def has_change_permission(self, request: HttpRequest, obj: Any = None) -> bool:
         return False
 
 
@@ -104,7 +112,12 @@ def _job_action(action: Action, description: str) -> Callable[..., None]:
     def run(modeladmin: admin.ModelAdmin, request: HttpRequest, queryset: QuerySet) -> None:
         jobs = list(queryset.select_related("document"))
         names = {str(job.pk): str(job.document) for job in jobs}
-        outcome = actions.perform_each(((str(j.pk), j) for j in jobs), action, by=request.user)
+        outcome = actions.perform_each(
+            ((str(j.pk), j) for j in jobs),
+            action,
+            by=request.user,
+            address=actions.address_of(request),
+        )
         if outcome.done:
             modeladmin.message_user(
                 request, f"{description}: {outcome.done} job(s).", messages.SUCCESS
@@ -118,8 +131,20 @@ def _job_action(action: Action, description: str) -> Callable[..., None]:
     return admin.action(description=description)(run)
 
 
+class SavesOnlyWhatStaffChanged(admin.ModelAdmin):
+    """Rows the lifecycle writes too: saving the change form writes only the fields
+    staff changed (nothing, when they changed nothing), never the whole row, which
+    would put back values read moments before over what the lifecycle wrote since."""
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if not change:
+            super().save_model(request, obj, form, change)
+        elif form.changed_data:
+            obj.save(update_fields=form.changed_data)
+
+
 @admin.register(ProcessingJob)
-class ProcessingJobAdmin(admin.ModelAdmin):
+class ProcessingJobAdmin(SavesOnlyWhatStaffChanged):
     list_display = [
         "document",
         "matter",
@@ -139,6 +164,7 @@ class ProcessingJobAdmin(admin.ModelAdmin):
     actions = [
         _job_action(Action.RETRY, "Retry"),
         _job_action(Action.SKIP, "Skip"),
+        _job_action(Action.SKIP_STAGE, "Skip the failed stage and go on"),
         _job_action(Action.CANCEL, "Cancel"),
         _job_action(Action.PRIORITIZE, "Prioritise"),
     ]
@@ -152,7 +178,7 @@ class ProcessingJobAdmin(admin.ModelAdmin):
 
 
 @admin.register(Document)
-class DocumentAdmin(admin.ModelAdmin):
+class DocumentAdmin(SavesOnlyWhatStaffChanged):
     list_display = ["original_name", "matter", "content_type", "page_count", "processing_state"]
     list_filter = ["content_type", "processing_state"]
     search_fields = ["original_name", "sha256"]
@@ -186,8 +212,18 @@ class DocumentPageAdmin(ReadOnlyAdmin):
 
 @admin.register(AuditEvent)
 class AuditEventAdmin(ReadOnlyAdmin):
-    list_display = ["created_at", "action", "job", "actor", "from_status", "to_status"]
+    list_display = [
+        "created_at",
+        "action",
+        "job",
+        "actor",
+        "status_before",
+        "status_after",
+        "reason",
+        "client_address",
+    ]
     list_filter = ["action"]
+    search_fields = ["reason", "job__id", "actor__username"]
     raw_id_fields = ["job"]
 
 

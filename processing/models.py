@@ -8,8 +8,10 @@ are the stages' checkpoints: a rerun skips the items that already have a row.
 from __future__ import annotations
 
 import uuid
+from typing import Any
 
 from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
 from django.contrib.postgres.indexes import GinIndex
 from django.contrib.postgres.search import SearchVectorField
 from django.db import models
@@ -80,7 +82,8 @@ class ProcessingState(models.TextChoices):
     PROCESSED = "PROCESSED", "Processed"
     """Every stage of its job completed."""
     INCOMPLETE = "INCOMPLETE", "Incompletely processed"
-    """Its job was skipped or cancelled: some results are missing."""
+    """Its job was skipped or cancelled, or finished with a stage skipped: some results
+    are missing."""
 
 
 def document_upload_path(document: Document, filename: str) -> str:
@@ -161,6 +164,12 @@ class ProcessingJob(models.Model):
 
     stage_attempt = models.PositiveIntegerField(
         default=0, help_text="Attempts at the current stage so far (its StageRun.attempt)."
+    )
+    skipped_stages = ArrayField(
+        models.CharField(max_length=64),
+        default=list,
+        blank=True,
+        help_text="Stages a person skipped after they failed; the job went on without them.",
     )
     retry_count = models.PositiveIntegerField(default=0)
     auto_retries = models.PositiveIntegerField(
@@ -264,21 +273,55 @@ class StageRun(models.Model):
         return None
 
 
-class AuditEvent(models.Model):
-    """Who changed what about a job, and when; written with every transition."""
+class AuditTrailIsAppendOnly(Exception):
+    """An attempt to change or delete an audit event: the trail only grows."""
 
-    matter = models.ForeignKey(Matter, on_delete=models.CASCADE, related_name="audit_events")
+    def __init__(self, what: str) -> None:
+        super().__init__(f"Audit events cannot be {what}: the audit trail is append-only.")
+
+
+class AuditEventQuerySet(models.QuerySet["AuditEvent"]):
+    """Audit events, read and added, never changed or deleted in bulk either."""
+
+    def update(self, **kwargs: Any) -> int:
+        """Refused: :class:`AuditTrailIsAppendOnly`."""
+        raise AuditTrailIsAppendOnly("changed")
+
+    def delete(self) -> tuple[int, dict[str, int]]:
+        """Refused: :class:`AuditTrailIsAppendOnly`."""
+        raise AuditTrailIsAppendOnly("deleted")
+
+
+class AuditEvent(models.Model):
+    """Who changed what about a job, when, why and from where; written with every transition.
+
+    Append-only: a row is written once and never changed or deleted. The model
+    and its queryset refuse it here, and a trigger of the database refuses any
+    ``UPDATE`` or ``DELETE`` of the table (migration 0007), so raw SQL cannot
+    either. What an event points at (its matter, job and actor) is protected in
+    turn: deleting it is refused while it has audit events.
+    """
+
+    matter = models.ForeignKey(Matter, on_delete=models.PROTECT, related_name="audit_events")
     job = models.ForeignKey(
-        ProcessingJob, null=True, blank=True, on_delete=models.CASCADE, related_name="audit"
+        ProcessingJob, null=True, blank=True, on_delete=models.PROTECT, related_name="audit"
     )
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
     )
     action = models.CharField(max_length=64)
-    from_status = models.CharField(max_length=16, blank=True, default="")
-    to_status = models.CharField(max_length=16, blank=True, default="")
+    status_before = models.CharField(
+        max_length=16, blank=True, default="", help_text="The job's status before; blank for new."
+    )
+    status_after = models.CharField(max_length=16, blank=True, default="")
+    reason = models.TextField(blank=True, default="", help_text="Why, as the person gave it.")
+    client_address = models.GenericIPAddressField(
+        null=True, blank=True, help_text="Where the person's request came from."
+    )
     details = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
+
+    objects = AuditEventQuerySet.as_manager()
 
     class Meta:
         ordering = ["created_at", "id"]
@@ -287,6 +330,18 @@ class AuditEvent(models.Model):
     def __str__(self) -> str:
         who = self.actor or "system"
         return f"{self.action} by {who} at {self.created_at:%Y-%m-%d %H:%M:%S}"
+
+    def save(self, *args: Any, **kwargs: Any) -> None:
+        """Write a new event; an event already written is refused."""
+        if not self._state.adding:
+            raise AuditTrailIsAppendOnly("changed")
+        # Never an UPDATE, even for a new event given an id that exists.
+        kwargs["force_insert"] = True
+        super().save(*args, **kwargs)
+
+    def delete(self, *args: Any, **kwargs: Any) -> tuple[int, dict[str, int]]:
+        """Refused: :class:`AuditTrailIsAppendOnly`."""
+        raise AuditTrailIsAppendOnly("deleted")
 
 
 class DocumentPage(models.Model):

@@ -31,12 +31,16 @@ _CURRENT_STAGE: dict[str, StageStatus] = {
 
 
 def stage_states(job: ProcessingJob) -> list[dict[str, str]]:
-    """Each stage of the job's pipeline with the status the stepper shows."""
+    """Each stage of the job's pipeline with the status the stepper shows.
+
+    A stage a person skipped after it failed is SKIPPED once the job has gone past it.
+    """
     pipeline = get_pipeline(job.job_type)
+    skipped = set(job.skipped_stages)
     out = []
     for position, stage in enumerate(pipeline.stages, start=1):
         if job.status == JobStatus.COMPLETED or position < job.stage_index:
-            status = StageStatus.COMPLETED
+            status = StageStatus.SKIPPED if stage.name in skipped else StageStatus.COMPLETED
         elif position > job.stage_index:
             status = StageStatus.SKIPPED if job.status == JobStatus.SKIPPED else StageStatus.PENDING
         else:
@@ -121,9 +125,13 @@ def job_detail_payload(
     data["audit"] = [
         {
             "action": event.action,
-            "from_status": event.from_status or None,
-            "to_status": event.to_status or None,
+            "status_before": event.status_before or None,
+            "status_after": event.status_after or None,
+            # The names these had first, kept for the clients that read them.
+            "from_status": event.status_before or None,
+            "to_status": event.status_after or None,
             "actor": event.actor.get_username() if event.actor else None,
+            "reason": event.reason,
             "details": event.details,
             "at": iso(event.created_at),
         }

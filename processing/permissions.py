@@ -25,6 +25,7 @@ class Action(StrEnum):
     CANCEL_OWN = "cancel_own"
     RETRY = "retry"
     SKIP = "skip"
+    SKIP_STAGE = "skip_stage"
     CANCEL = "cancel"
     PRIORITIZE = "prioritize"
     BULK = "bulk"

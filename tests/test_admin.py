@@ -7,7 +7,9 @@ from typing import Any
 
 import pytest
 from django.contrib.auth import get_user_model
+from django.db import connection
 from django.test import Client
+from django.test.utils import CaptureQueriesContext
 
 from processing.errors import CorruptDocument
 from processing.jobs import lifecycle
@@ -77,7 +79,7 @@ def test_retry_in_admin_requeues_the_job_and_audits_the_staff_user(
     assert job.status == JobStatus.QUEUED and job.retry_count == 1
     last = AuditEvent.objects.filter(job=job).last()
     assert last is not None
-    assert (last.action, last.actor, last.from_status) == ("retried", staff, JobStatus.FAILED)
+    assert (last.action, last.actor, last.status_before) == ("retried", staff, JobStatus.FAILED)
 
 
 def test_an_action_the_status_does_not_allow_is_refused_by_name_and_changes_nothing(
@@ -114,19 +116,103 @@ def test_cancel_and_prioritise_in_admin(
     assert actions == ["prioritized", "cancelled"]
 
 
+# admin action, the status it starts from, the status it leads to, the audit event it writes
+ADMIN_ACTIONS = [
+    ("retry_jobs", JobStatus.FAILED, JobStatus.QUEUED, "retried"),
+    ("skip_jobs", JobStatus.FAILED, JobStatus.SKIPPED, "skipped"),
+    ("skip_stage_jobs", JobStatus.FAILED, JobStatus.QUEUED, "stage_skipped"),
+    ("cancel_jobs", JobStatus.QUEUED, JobStatus.CANCELLED, "cancelled"),
+    ("prioritize_jobs", JobStatus.QUEUED, JobStatus.QUEUED, "prioritized"),
+]
+
+
+@pytest.mark.parametrize(("action", "start", "after", "recorded"), ADMIN_ACTIONS)
+def test_every_admin_action_is_audited_with_the_staff_user_and_their_address(
+    admin_client: Client,
+    staff: Any,
+    matter: Matter,
+    alice: Any,
+    action: str,
+    start: str,
+    after: str,
+    recorded: str,
+) -> None:
+    job = _failed(matter, alice) if start == JobStatus.FAILED else _job(matter, alice)
+    response = admin_client.post(
+        JOBS,
+        {"action": action, "_selected_action": [str(job.pk)]},
+        REMOTE_ADDR="203.0.113.9",
+        follow=True,
+    )
+    assert response.status_code == 200
+    assert any(line.endswith(": 1 job(s).") for line in _messages(response))
+    job.refresh_from_db()
+    assert job.status == after
+    event = AuditEvent.objects.get(job=job, action=recorded)
+    assert (event.actor, event.client_address) == (staff, "203.0.113.9")
+    assert (event.status_before, event.status_after) == (start, after)
+
+
 def test_the_job_form_cannot_change_what_the_lifecycle_owns(
     admin_client: Client, matter: Matter, alice: Any
 ) -> None:
-    job = _job(matter, alice)
-    page = admin_client.get(f"{JOBS}{job.pk}/change/")
-    assert page.status_code == 200
-    assert 'name="status"' not in page.content.decode()
-    admin_client.post(
-        f"{JOBS}{job.pk}/change/", {"status": "COMPLETED", "progress": "100", "retry_count": "9"}
-    )
-    job.refresh_from_db()
-    assert (job.status, job.progress, job.retry_count) == (JobStatus.QUEUED, 0, 0)
+    job = _failed(matter, alice)
+    run = job.stage_runs.get()
+    page = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
+    for field in ("status", "progress", "items_done", "current_stage", "skipped_stages"):
+        assert f'name="{field}"' not in page
+    assert 'name="stage_runs-0-status"' not in page
+    events = job.audit.count()
+    with CaptureQueriesContext(connection) as queries:
+        saved = admin_client.post(
+            f"{JOBS}{job.pk}/change/",
+            {
+                "status": "COMPLETED",
+                "progress": "100",
+                "retry_count": "9",
+                "items_done": "7",
+                "items_total": "7",
+                "current_stage": "entities",
+                "stage_index": "5",
+                "skipped_stages": "extract",
+                "stage_runs-TOTAL_FORMS": "1",
+                "stage_runs-INITIAL_FORMS": "1",
+                "stage_runs-0-id": str(run.pk),
+                "stage_runs-0-job": str(job.pk),
+                "stage_runs-0-status": "COMPLETED",
+                "audit-TOTAL_FORMS": str(events),
+                "audit-INITIAL_FORMS": str(events),
+            },
+        )
+    assert saved.status_code == 302  # the form was accepted; it just changes none of these
+    # Not even written back as they were: that could undo what a worker wrote meanwhile.
+    assert not [q for q in queries if q["sql"].startswith("UPDATE ")]
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.status, stored.progress, stored.retry_count) == (JobStatus.FAILED, 0, 0)
+    assert (stored.items_done, stored.current_stage, stored.stage_index) == (0, "extract", 1)
+    assert stored.skipped_stages == []
+    assert job.stage_runs.get().status == "FAILED"
     assert admin_client.get(f"{JOBS}add/").status_code == 403
+
+
+def test_deleting_what_has_an_audit_trail_is_refused_with_a_page_that_says_why(
+    admin_client: Client, matter: Matter, alice: Any
+) -> None:
+    job = _job(matter, alice)
+    for url in (
+        f"{JOBS}{job.pk}/delete/",
+        f"/admin/processing/document/{job.document_id}/delete/",
+        f"/admin/processing/matter/{matter.pk}/delete/",
+        f"/admin/auth/user/{alice.pk}/delete/",
+    ):
+        response = admin_client.post(url, {"post": "yes"})
+        assert response.status_code == 200, url  # Django's "cannot delete" page, not a 500
+        page = response.content.decode()
+        assert "<h1>Cannot delete" in page and "<li>audit event" in page, url
+    assert ProcessingJob.objects.filter(pk=job.pk).exists()
+    assert Matter.objects.filter(pk=matter.pk).exists()
+    assert type(alice).objects.filter(pk=alice.pk).exists()
+    assert AuditEvent.objects.filter(job=job, action="created").exists()
 
 
 def test_a_document_can_be_renamed_but_not_its_page_count_or_processing_state(
@@ -137,10 +223,16 @@ def test_a_document_can_be_renamed_but_not_its_page_count_or_processing_state(
     page = admin_client.get(url).content.decode()
     assert 'name="original_name"' in page
     assert 'name="page_count"' not in page and 'name="processing_state"' not in page
-    response = admin_client.post(
-        url, {"original_name": "renamed.pdf", "page_count": "99", "processing_state": "PROCESSED"}
-    )
+    with CaptureQueriesContext(connection) as queries:
+        response = admin_client.post(
+            url,
+            {"original_name": "renamed.pdf", "page_count": "99", "processing_state": "PROCESSED"},
+        )
     assert response.status_code == 302
+    # Only the name is written: the processing state a worker may be writing is left alone.
+    updates = [q["sql"] for q in queries if q["sql"].startswith("UPDATE ")]
+    assert len(updates) == 1 and '"original_name"' in updates[0]
+    assert '"processing_state"' not in updates[0] and '"page_count"' not in updates[0]
     document = Document.objects.get(pk=job.document_id)
     assert document.original_name == "renamed.pdf"
     assert (document.page_count, document.processing_state) == (3, ProcessingState.PENDING)
@@ -156,6 +248,7 @@ def test_audit_events_and_page_results_are_read_only_even_for_a_superuser(
         ("/admin/processing/auditevent/", event),
         ("/admin/processing/documentpage/", page),
     ):
+        assert admin_client.get(base).status_code == 200  # the list too
         view = admin_client.get(f"{base}{row.pk}/change/")
         assert view.status_code == 200  # staff may look
         assert 'name="_save"' not in view.content.decode()

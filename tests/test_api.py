@@ -26,6 +26,8 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.db import connection, transaction
 from django.test import Client
 
+from processing.errors import CorruptDocument
+from processing.jobs import lifecycle
 from processing.jobs.queues import QUEUES
 from processing.models import (
     AuditEvent,
@@ -38,7 +40,7 @@ from processing.models import (
     StageRun,
 )
 from processing.uploads import accept_upload
-from tests.conftest import ApiClient, job_of, make_pdf
+from tests.conftest import ApiClient, job_of, make_pdf, stored_document
 
 pytestmark = pytest.mark.django_db
 needs_worker = pytest.mark.django_db(transaction=True)
@@ -390,7 +392,7 @@ def test_a_viewer_reads_but_may_not_change_anything(
     assert len(data_of(viewer.get(f"/api/matters/{shared.pk}/members"))) == 3
 
     error_of(viewer.upload(shared.pk, "note.txt", TEXT), 403, "FORBIDDEN")
-    for action in ("retry", "skip", "cancel", "prioritize"):
+    for action in ("retry", "skip", "skip-stage", "cancel", "prioritize"):
         error_of(act(viewer, job, action), 403, "FORBIDDEN")
     bulk = {"action": "cancel", "job_ids": [str(job.pk)]}
     error_of(viewer.post(f"/api/matters/{shared.pk}/jobs/bulk", bulk), 403, "FORBIDDEN")
@@ -439,7 +441,7 @@ def test_an_owner_cancels_and_prioritises_anyones_job(
 
 
 @needs_worker
-def test_only_an_owner_may_retry_or_skip(
+def test_only_an_owner_may_retry_skip_or_skip_a_stage(
     api_client: Any, alice: Any, bob: Any, carol: Any, shared: Matter, worker: Any
 ) -> None:
     failed = job_of(api_client(bob).upload(shared.pk, "broken.pdf", CORRUPT_PDF))
@@ -448,10 +450,15 @@ def test_only_an_owner_may_retry_or_skip(
     assert failed.status == "FAILED"
 
     for user in (bob, carol):  # bob uploaded it, but retrying is an owner's call
-        for action in ("retry", "skip"):
+        for action in ("retry", "skip", "skip-stage"):
             error_of(act(api_client(user), failed, action), 403, "FORBIDDEN")
     failed.refresh_from_db()
     assert failed.status == "FAILED" and failed.retry_count == 0
+    assert failed.skipped_stages == []
+    refused = AuditEvent.objects.filter(job=failed, actor__in=[bob, carol]).exclude(
+        action="created"
+    )
+    assert not refused.exists()
 
     assert data_of(act(api_client(alice), failed, "retry"))["status"] == "QUEUED"
 
@@ -962,14 +969,22 @@ def test_job_detail_has_stage_history_and_audit(
     assert isinstance(run["duration_ms"], int) and run["duration_ms"] >= 0
     assert parse_time(run["started_at"]) <= parse_time(run["finished_at"])
 
-    audit = [(e["action"], e["from_status"], e["to_status"], e["actor"]) for e in data["audit"]]
+    audit = [
+        (e["action"], e["status_before"], e["status_after"], e["actor"], e["reason"])
+        for e in data["audit"]
+    ]
     assert audit == [
-        ("created", None, "QUEUED", "alice"),
-        ("started", "QUEUED", "PROCESSING", None),
-        ("completed", "PROCESSING", "COMPLETED", None),
+        ("created", None, "QUEUED", "alice", ""),
+        ("started", "QUEUED", "PROCESSING", None, ""),
+        ("completed", "PROCESSING", "COMPLETED", None, ""),
     ]
     for event in data["audit"]:
         parse_time(event["at"])
+        # The names the statuses were first published under are still there.
+        assert (event["from_status"], event["to_status"]) == (
+            event["status_before"],
+            event["status_after"],
+        )
 
 
 # --- actions ---------------------------------------------------------------------------
@@ -991,7 +1006,7 @@ def test_retry_a_failed_job_runs_its_stage_again(
     assert retried["status"] == "QUEUED" and retried["retry_count"] == 1
     assert retried["error"] is None and retried["error_code"] is None
     event = AuditEvent.objects.get(job=job, action="retried")
-    assert (event.actor, event.from_status, event.to_status) == (alice, "FAILED", "QUEUED")
+    assert (event.actor, event.status_before, event.status_after) == (alice, "FAILED", "QUEUED")
 
     worker()  # it was enqueued again, and fails again: the file is still corrupt
 
@@ -1169,6 +1184,8 @@ def test_bulk_retry_by_ids_and_by_status(
         {"action": "delete", "status": "FAILED"},
         {"action": "retry", "status": "COMPLETED"},
         {"action": "retry", "job_ids": "all"},
+        {"action": "retry", "status": "FAILED", "reason": "x" * 1001},
+        {"action": "retry", "status": "FAILED", "reason": 7},
     ],
 )
 def test_an_invalid_bulk_request_is_a_validation_error(
@@ -1176,6 +1193,212 @@ def test_an_invalid_bulk_request_is_a_validation_error(
 ) -> None:
     response = api_client(alice).post(f"/api/matters/{matter.pk}/jobs/bulk", body)
     error_of(response, 400, "VALIDATION_ERROR")
+
+
+# --- reasons: each action says why, and the audit trail keeps it ------------------------
+
+# action, the status it starts from, the status it leads to, the audit event it writes
+ACTIONS = [
+    ("retry", "FAILED", "QUEUED", "retried"),
+    ("skip", "FAILED", "SKIPPED", "skipped"),
+    ("skip-stage", "FAILED", "QUEUED", "stage_skipped"),
+    ("cancel", "QUEUED", "CANCELLED", "cancelled"),
+    ("prioritize", "QUEUED", "QUEUED", "prioritized"),
+]
+
+
+def job_in(matter: Matter, by: Any, status: str, name: str = "a.pdf") -> ProcessingJob:
+    """A QUEUED job, or one FAILED for good at its first stage (driven by hand, no worker)."""
+    job = lifecycle.create_job(stored_document(matter, by, name), by=by)
+    if status == "FAILED":
+        started = lifecycle.begin_stage(job.pk, job.dispatch_id)
+        assert started is not None
+        failed = lifecycle.fail_stage(*started, CorruptDocument())
+        assert failed is not None
+    job.refresh_from_db()
+    assert job.status == status
+    return job
+
+
+def post_raw(api: ApiClient, path: str, body: bytes, **extra: Any) -> Any:
+    """A POST with exactly ``body`` (possibly empty, possibly not JSON)."""
+    return api.client.generic(
+        "POST", path, body, content_type="application/json", headers=api.headers, **extra
+    )
+
+
+@pytest.mark.parametrize(("action", "start", "after", "recorded"), ACTIONS)
+def test_every_action_records_the_reason_and_the_callers_address(
+    api_client: Any, alice: Any, matter: Matter, action: str, start: str, after: str, recorded: str
+) -> None:
+    api = api_client(alice)
+    job = job_in(matter, alice, start)
+    path = f"/api/matters/{matter.pk}/jobs/{job.pk}/{action}"
+
+    response = api.post(path, {"reason": "The client asked us to"}, REMOTE_ADDR="198.51.100.23")
+
+    assert data_of(response)["status"] == after
+    event = AuditEvent.objects.get(job=job, action=recorded)
+    assert (event.actor, event.status_before, event.status_after) == (alice, start, after)
+    assert (event.reason, event.client_address) == ("The client asked us to", "198.51.100.23")
+    shown = data_of(api.get(f"/api/matters/{matter.pk}/jobs/{job.pk}"))["audit"][-1]
+    assert (shown["action"], shown["actor"], shown["reason"]) == (
+        recorded,
+        "alice",
+        "The client asked us to",
+    )
+    assert (shown["status_before"], shown["status_after"]) == (start, after)
+    assert "client_address" not in shown  # for staff, in the admin
+
+
+@pytest.mark.parametrize(
+    ("remote", "recorded"),
+    [("", None), ("unix-socket", None), ("fe80::1%eth0", "fe80::1")],
+)
+def test_an_action_from_an_odd_or_missing_address_is_done_and_audited(
+    api_client: Any, alice: Any, matter: Matter, remote: str, recorded: str | None
+) -> None:
+    job = job_in(matter, alice, "QUEUED")
+    response = api_client(alice).post(
+        f"/api/matters/{matter.pk}/jobs/{job.pk}/cancel", REMOTE_ADDR=remote
+    )
+    assert data_of(response)["status"] == "CANCELLED"
+    event = AuditEvent.objects.get(job=job, action="cancelled")
+    assert event.client_address == recorded
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        (b"", ""),
+        (b"{}", ""),
+        (b'{"reason": ""}', ""),
+        (b'{"reason": "' + b"x" * 1000 + b'"}', "x" * 1000),
+    ],
+)
+def test_an_action_s_body_is_optional_and_a_reason_may_be_1000_characters(
+    api_client: Any, alice: Any, matter: Matter, body: bytes, reason: str
+) -> None:
+    api = api_client(alice)
+    job = job_in(matter, alice, "FAILED")
+    response = post_raw(api, f"/api/matters/{matter.pk}/jobs/{job.pk}/skip", body)
+    assert data_of(response)["status"] == "SKIPPED"
+    assert AuditEvent.objects.get(job=job, action="skipped").reason == reason
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"reason": "' + b"x" * 1001 + b'"}', "payload.reason"),
+        (b'{"reason": 42}', "payload.reason"),
+        (b'{"reason": null}', "payload.reason"),
+        (b'{"reason": ["why"]}', "payload.reason"),
+        (b'["why"]', "payload"),
+        (b"because I said so", None),
+    ],
+)
+def test_a_reason_that_is_too_long_or_not_text_is_refused_and_nothing_changes(
+    api_client: Any, alice: Any, matter: Matter, body: bytes, field: str | None
+) -> None:
+    api = api_client(alice)
+    job = job_in(matter, alice, "FAILED")
+    for action in ("retry", "skip", "skip-stage"):
+        response = post_raw(api, f"/api/matters/{matter.pk}/jobs/{job.pk}/{action}", body)
+        error = error_of(response, 400, "VALIDATION_ERROR")
+        if field is not None:
+            assert field in [e["field"] for e in error["details"]["errors"]]
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.status, stored.retry_count, stored.skipped_stages) == ("FAILED", 0, [])
+    assert not AuditEvent.objects.filter(job=job, actor=alice).exclude(action="created").exists()
+
+
+def test_a_bulk_action_records_its_reason_on_every_job(
+    api_client: Any, alice: Any, matter: Matter
+) -> None:
+    failed = [job_in(matter, alice, "FAILED", f"broken-{n}.pdf") for n in range(2)]
+    response = api_client(alice).post(
+        f"/api/matters/{matter.pk}/jobs/bulk",
+        {"action": "retry", "status": "FAILED", "reason": "The OCR service is back"},
+        REMOTE_ADDR="2001:db8::1",
+    )
+    assert data_of(response) == {"done": 2, "refused": []}
+    events = AuditEvent.objects.filter(job__in=failed, action="retried")
+    assert sorted(events.values_list("job_id", "reason", "client_address", "actor")) == sorted(
+        (job.pk, "The OCR service is back", "2001:db8::1", alice.pk) for job in failed
+    )
+
+
+# --- skip one stage ----------------------------------------------------------------------
+
+
+def test_skipping_the_stage_of_a_job_that_has_not_failed_is_an_invalid_transition(
+    api_client: Any, alice: Any, matter: Matter
+) -> None:
+    job = job_in(matter, alice, "QUEUED")
+    error = error_of(act(api_client(alice), job, "skip-stage"), 409, "INVALID_TRANSITION")
+    assert error["details"]["current_status"] == "QUEUED"
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.status, stored.current_stage, stored.skipped_stages) == ("QUEUED", "extract", [])
+    assert not AuditEvent.objects.filter(job=job, action="stage_skipped").exists()
+
+
+@needs_worker
+def test_a_skipped_stage_lets_the_rest_run_and_the_job_completes_with_a_skipped_stage(
+    api_client: Any, alice: Any, matter: Matter, worker: Any
+) -> None:
+    api = api_client(alice)
+    # A search language PostgreSQL does not know fails the index stage for good.
+    Matter.objects.filter(pk=matter.pk).update(search_language="no_such_language")
+    pdf = make_pdf(["Signed on 12 March 2024.", "Write to counsel@example.com."])
+    job = job_of(api.upload(matter.pk, "contract.pdf", pdf))
+    worker()
+    job.refresh_from_db()
+    assert (job.status, job.current_stage, job.error_code) == (
+        "FAILED",
+        "index",
+        "INVALID_SEARCH_LANGUAGE",
+    )
+
+    queued = data_of(
+        api.post(
+            f"/api/matters/{matter.pk}/jobs/{job.pk}/skip-stage",
+            {"reason": "Search is not needed for this one"},
+        )
+    )
+    assert (queued["status"], queued["current_stage"], queued["error_code"]) == (
+        "QUEUED",
+        "entities",
+        None,
+    )
+    worker()  # the remaining stage runs on a real worker
+
+    detail = data_of(api.get(f"/api/matters/{matter.pk}/jobs/{job.pk}"))
+    assert detail["status"] == "COMPLETED" and detail["progress"] == 100
+    assert [(s["name"], s["status"]) for s in detail["stages"]] == [
+        ("extract", "COMPLETED"),
+        ("ocr", "COMPLETED"),
+        ("chunk", "COMPLETED"),
+        ("index", "SKIPPED"),
+        ("entities", "COMPLETED"),
+    ]
+    history = [(r["stage"], r["status"]) for r in detail["stage_history"]]
+    assert history[-3:] == [("index", "FAILED"), ("index", "SKIPPED"), ("entities", "COMPLETED")]
+    skipped = [e for e in detail["audit"] if e["action"] == "stage_skipped"]
+    assert [(e["actor"], e["reason"], e["details"]) for e in skipped] == [
+        ("alice", "Search is not needed for this one", {"stage": "index"})
+    ]
+    assert detail["audit"][-1]["action"] == "completed"
+    # The stages after the skipped one did their work; the skipped one's results are missing.
+    document = Document.objects.get(pk=job.document_id)
+    assert document.entities.exists()
+    assert not document.chunks.exclude(search_vector=None).exists()
+    assert document.processing_state == ProcessingState.INCOMPLETE
+
+    browser = session_client(alice)
+    for page in (f"/matters/{matter.pk}/", f"/jobs/{job.pk}/"):
+        html = browser.get(page).content.decode()
+        assert "Completed with a skipped stage" in html
+    assert "skipped the failed stage" in html and "Search is not needed for this one" in html
 
 
 # --- members ---------------------------------------------------------------------------
@@ -1282,6 +1505,7 @@ IMPLEMENTED_PATHS = {
     "/api/matters/{matter_id}/jobs/{job_id}": {"get"},
     "/api/matters/{matter_id}/jobs/{job_id}/retry": {"post"},
     "/api/matters/{matter_id}/jobs/{job_id}/skip": {"post"},
+    "/api/matters/{matter_id}/jobs/{job_id}/skip-stage": {"post"},
     "/api/matters/{matter_id}/jobs/{job_id}/cancel": {"post"},
     "/api/matters/{matter_id}/jobs/{job_id}/prioritize": {"post"},
     "/api/matters/{matter_id}/jobs/bulk": {"post"},

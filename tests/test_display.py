@@ -130,6 +130,21 @@ def test_a_completed_job_reads_done() -> None:
     assert view["completed_ago"] == "just now"
 
 
+def test_a_job_completed_past_a_skipped_stage_says_so_and_shows_the_step_skipped() -> None:
+    stages = ["COMPLETED", "SKIPPED", "COMPLETED"]
+    view = job_view(job("COMPLETED", stages, completed_at=iso(NOW)), NOW)
+    assert view["status_word"] == "Completed with a skipped stage"
+    assert [(s.label, s.state) for s in view["steps"]] == [
+        ("Queued", "done"),
+        ("Extracting", "done"),
+        ("Reading scanned pages", "skipped"),
+        ("Chunking", "done"),
+        ("Done", "done"),
+    ]
+    two = job_view(job("COMPLETED", ["SKIPPED", "SKIPPED", "COMPLETED"], completed_at=iso(NOW)))
+    assert two["status_word"] == "Completed with 2 skipped stages"
+
+
 def test_the_banner_shows_while_anything_is_active() -> None:
     counts = {"queued": 2, "processing": 1, "completed": 5, "failed": 0}
     busy = summary_view({**counts, "progress": 41, "eta_seconds": 240})

@@ -72,7 +72,7 @@ def test_declared_graph_matches_the_contract() -> None:
     assert {
         "QUEUED": {"PROCESSING", "CANCELLED"},
         "PROCESSING": {"QUEUED", "COMPLETED", "FAILED", "CANCELLED"},
-        "FAILED": {"QUEUED", "SKIPPED"},
+        "FAILED": {"QUEUED", "COMPLETED", "SKIPPED"},
         "COMPLETED": set(),
         "CANCELLED": set(),
         "SKIPPED": set(),
@@ -99,7 +99,7 @@ def test_create_queues_after_commit_and_audits(job: ProcessingJob, alice: Any) -
     assert job.queue_name == "high"  # 3 pages: under the 100-page line
     assert queued_rq_ids() == [f"stage-{job.id}-{job.dispatch_id}"]
     event = AuditEvent.objects.get(job=job)
-    assert (event.action, event.to_status, event.actor) == ("created", "QUEUED", alice)
+    assert (event.action, event.status_after, event.actor) == ("created", "QUEUED", alice)
 
 
 def test_large_document_goes_to_the_default_queue(document: Document, alice: Any) -> None:
@@ -172,6 +172,63 @@ def test_failed_to_queued_by_retry_then_skipped(job: ProcessingJob, alice: Any) 
     assert ("retried", "alice") in actions and ("skipped", "alice") in actions
 
 
+def _failed_at(job: ProcessingJob, stage: str) -> ProcessingJob:
+    """Run ``job`` up to ``stage`` and fail it there, for good."""
+    job, run = begin(job)
+    while job.current_stage != stage:
+        lifecycle.complete_stage(job, run, done=1, total=1)
+        job, run = begin(job)
+    failed = lifecycle.fail_stage(job, run, CorruptDocument())
+    assert failed is not None and failed.status == JobStatus.FAILED
+    return failed
+
+
+def test_skipping_a_failed_stage_queues_the_next_one_and_audits_why(
+    job: ProcessingJob, alice: Any
+) -> None:
+    failed = _failed_at(job, "first")
+    job = lifecycle.skip_stage(failed, by=alice, reason="Scan is unreadable", address="2001:db8::7")
+    assert (job.status, job.current_stage, job.stage_index, job.progress) == (
+        JobStatus.QUEUED,
+        "second",
+        2,
+        50,
+    )
+    assert job.skipped_stages == ["first"]
+    assert job.error is None and job.error_code is None
+    assert f"stage-{job.id}-{job.dispatch_id}" in queued_rq_ids()
+    runs = list(StageRun.objects.filter(job=job).values_list("stage", "status", "started_at"))
+    assert runs == [("first", "FAILED", runs[0][2]), ("first", "SKIPPED", None)]
+    event = AuditEvent.objects.get(job=job, action="stage_skipped")
+    assert (event.actor, event.status_before, event.status_after) == (alice, "FAILED", "QUEUED")
+    assert (event.reason, event.client_address, event.details) == (
+        "Scan is unreadable",
+        "2001:db8::7",
+        {"stage": "first"},
+    )
+    assert Document.objects.get(pk=job.document_id).processing_state == "PENDING"
+
+    # The rest of the pipeline runs; the document misses the skipped stage's results.
+    job, run = begin(job)
+    done = lifecycle.complete_stage(job, run, done=1, total=1)
+    assert done is not None and done.status == JobStatus.COMPLETED and done.progress == 100
+    assert Document.objects.get(pk=job.document_id).processing_state == "INCOMPLETE"
+    assert ProcessingJob.objects.get(pk=job.pk).skipped_stages == ["first"]
+
+
+def test_skipping_the_last_stage_completes_the_job_at_once(job: ProcessingJob, alice: Any) -> None:
+    failed = _failed_at(job, "second")
+    entries_before = queued_rq_ids()
+    job = lifecycle.skip_stage(failed, by=alice)
+    stored = ProcessingJob.objects.get(pk=job.pk)
+    assert (stored.status, stored.current_stage, stored.progress) == ("COMPLETED", "second", 100)
+    assert stored.completed_at is not None and stored.skipped_stages == ["second"]
+    assert queued_rq_ids() == entries_before  # nothing left to run
+    assert Document.objects.get(pk=job.document_id).processing_state == "INCOMPLETE"
+    event = AuditEvent.objects.get(job=job, action="stage_skipped")
+    assert (event.status_before, event.status_after, event.reason) == ("FAILED", "COMPLETED", "")
+
+
 def test_cancel_queued_and_processing(document: Document, alice: Any) -> None:
     queued = lifecycle.create_job(document, by=alice)
     stale_token = queued.dispatch_id
@@ -201,6 +258,10 @@ def test_cancel_queued_and_processing(document: Document, alice: Any) -> None:
         ("PROCESSING", lifecycle.prioritize),
         ("CANCELLED", lifecycle.retry),
         ("FAILED", lifecycle.cancel),
+        ("QUEUED", lifecycle.skip_stage),
+        ("PROCESSING", lifecycle.skip_stage),
+        ("COMPLETED", lifecycle.skip_stage),
+        ("CANCELLED", lifecycle.skip_stage),
     ],
 )
 def test_forbidden_transitions_raise_and_change_nothing(

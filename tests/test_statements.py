@@ -126,8 +126,8 @@ def _orm_begin_stage(job_id: uuid.UUID, *, worker: str, now: datetime) -> None:
                 matter_id=job.matter_id,
                 job=job,
                 action="started",
-                from_status=JobStatus.QUEUED,
-                to_status=JobStatus.PROCESSING,
+                status_before=JobStatus.QUEUED,
+                status_after=JobStatus.PROCESSING,
                 details={"stage": job.current_stage},
                 created_at=now,
             )
@@ -193,8 +193,8 @@ def _orm_complete_last_stage(job_id: uuid.UUID, *, done: int, total: int, now: d
             matter_id=job.matter_id,
             job=job,
             action="completed",
-            from_status=JobStatus.PROCESSING,
-            to_status=JobStatus.COMPLETED,
+            status_before=JobStatus.PROCESSING,
+            status_after=JobStatus.COMPLETED,
             details={},
             created_at=now,
         )
@@ -219,11 +219,16 @@ def _rows(job_id: uuid.UUID) -> dict[str, Any]:
     def strip(row: dict[str, Any]) -> dict[str, Any]:
         return {k: v for k, v in row.items() if k not in _OWN}
 
+    def when_written(event: dict[str, Any]) -> dict[str, Any]:
+        # The twins' "created" events cannot be given the same time afterwards: the
+        # audit trail is append-only.
+        return strip(event) if event["action"] != "created" else strip(event) | {"created_at": 0}
+
     return {
         "job": strip(job),
         "document": strip(Document.objects.filter(pk=job["document_id"]).values().get()),
         "stage_runs": [strip(r) for r in StageRun.objects.filter(job_id=job_id).values()],
-        "audit": [strip(r) for r in AuditEvent.objects.filter(job_id=job_id).values()],
+        "audit": [when_written(r) for r in AuditEvent.objects.filter(job_id=job_id).values()],
     }
 
 
@@ -244,7 +249,6 @@ def twins(matter: Any, alice: Any) -> tuple[ProcessingJob, ProcessingJob]:
         created_at=now, enqueued_at=now, updated_at=now
     )
     Document.objects.filter(pk__in=[j.document_id for j in jobs]).update(created_at=now)
-    AuditEvent.objects.filter(job__in=jobs).update(created_at=now)
     return jobs[0], jobs[1]
 
 

@@ -4,12 +4,12 @@ caller's jobs across matters (``/api/jobs…``)."""
 from __future__ import annotations
 
 import hashlib
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from django.http import HttpRequest, HttpResponse
 from django.utils import timezone
 from ninja import Query, Router, Schema
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from processing import selectors
 from processing.api.base import (
@@ -51,12 +51,30 @@ class RecentFilters(Schema):
     limit: int = Field(20, ge=1, le=100)
 
 
+Reason = Annotated[
+    str, Field(max_length=actions.REASON_MAX_LENGTH, description="Why, for the audit trail.")
+]
+"""A reason for an action, as a person gives it (optional: blank when not given)."""
+
+
+class ReasonIn(BaseModel):
+    """The optional body of an action on a job: why the caller takes it.
+
+    A plain pydantic model rather than a ninja ``Schema``: a ``Schema`` reads
+    attributes off whatever it is given, so a list or a number sent as the body
+    would pass as "no reason" instead of being refused.
+    """
+
+    reason: Reason = ""
+
+
 class BulkIn(Schema):
     """Retry or cancel several jobs: by ids, or every job of a status."""
 
     action: Literal["retry", "cancel"]
     job_ids: list[str] | None = None
     status: Literal["QUEUED", "PROCESSING", "FAILED"] | None = None
+    reason: Reason = ""
 
 
 # --- a matter's jobs -------------------------------------------------------------------
@@ -106,7 +124,13 @@ def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpRe
     if payload.job_ids is not None and len(payload.job_ids) > BULK_MAX_JOBS:
         raise ApiError(400, "VALIDATION_ERROR", f"At most {BULK_MAX_JOBS:,} jobs at a time.")
     targets = actions.bulk_targets(matter, job_ids=payload.job_ids, status=payload.status)
-    outcome = actions.perform_each(targets, Action(payload.action), by=request.user)
+    outcome = actions.perform_each(
+        targets,
+        Action(payload.action),
+        by=request.user,
+        reason=payload.reason,
+        address=actions.address_of(request),
+    )
     refused = [{"job_id": r.job_id, "code": r.code} for r in outcome.refused]
     return json_response({"data": {"done": outcome.done, "refused": refused}})
 
@@ -118,38 +142,68 @@ def get_matter_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpRes
     return json_response({"data": job_detail_payload(job)})
 
 
-def _act(request: HttpRequest, matter_id: str, job_id: str, action: Action) -> HttpResponse:
+def _act(
+    request: HttpRequest, matter_id: str, job_id: str, action: Action, payload: ReasonIn | None
+) -> HttpResponse:
+    """Take ``action`` on the job, audited with the caller, their reason and address."""
     matter, role = matter_or_404(request, matter_id)
     job = job_or_404(request, job_id, matter)
     if not may_act_on_job(request.user, role, job, action):
         raise forbidden(action)
-    actions.perform(job, action, by=request.user)
+    actions.perform(
+        job,
+        action,
+        by=request.user,
+        reason=payload.reason if payload else "",
+        address=actions.address_of(request),
+    )
     job = ProcessingJob.objects.select_related("document").get(pk=job.pk)
     return json_response({"data": job_payload(job)})
+
+
+# Each action's body is optional (no body, or {"reason": "…"}).
 
 
 @matter_jobs.post(
     "/{matter_id}/jobs/{job_id}/retry", summary="FAILED -> QUEUED, from the failed stage"
 )
-def retry_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
-    return _act(request, matter_id, job_id, Action.RETRY)
+def retry_job(
+    request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
+) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.RETRY, payload)
 
 
 @matter_jobs.post("/{matter_id}/jobs/{job_id}/skip", summary="FAILED -> SKIPPED")
-def skip_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
-    return _act(request, matter_id, job_id, Action.SKIP)
+def skip_job(
+    request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
+) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.SKIP, payload)
+
+
+@matter_jobs.post(
+    "/{matter_id}/jobs/{job_id}/skip-stage",
+    summary="FAILED -> QUEUED past the failed stage (SKIPPED); COMPLETED if it was the last",
+)
+def skip_stage_job(
+    request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
+) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.SKIP_STAGE, payload)
 
 
 @matter_jobs.post("/{matter_id}/jobs/{job_id}/cancel", summary="QUEUED or PROCESSING -> CANCELLED")
-def cancel_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
-    return _act(request, matter_id, job_id, Action.CANCEL)
+def cancel_job(
+    request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
+) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.CANCEL, payload)
 
 
 @matter_jobs.post(
     "/{matter_id}/jobs/{job_id}/prioritize", summary="Front of the high-priority queue"
 )
-def prioritize_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
-    return _act(request, matter_id, job_id, Action.PRIORITIZE)
+def prioritize_job(
+    request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
+) -> HttpResponse:
+    return _act(request, matter_id, job_id, Action.PRIORITIZE, payload)
 
 
 # --- the caller's jobs across matters ----------------------------------------------------

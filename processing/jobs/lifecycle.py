@@ -25,12 +25,16 @@ function               job status                   called by
 ``stop_stuck_stage``   CANCELLED (stage run only)   RQ, a few seconds after a cancel
 ``retry``              FAILED -> QUEUED             person; resumes the failed stage
 ``skip``               FAILED -> SKIPPED            person
+``skip_stage``         FAILED -> QUEUED             person; the next stage runs
+                       FAILED -> COMPLETED          person; the failed stage was the last
 ``cancel``             QUEUED|PROCESSING -> CANCEL  person
 ``prioritize``         QUEUED (queue only)          person
 =====================  ===========================  ==============================
 
 A person's actions reach these through :mod:`processing.jobs.actions`, which the
-API, the pages and admin share.
+API, the pages and admin share. Each takes the person (``by``), the reason they
+gave (``reason``) and the address their request came from (``address``), and
+records them in the job's audit event with its status before and after.
 
 Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
 issues a new one, so a stale or duplicated queue entry finds a different token
@@ -42,7 +46,7 @@ from __future__ import annotations
 import logging
 import random
 import uuid
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from django.conf import settings
@@ -85,6 +89,7 @@ __all__ = [
     "record_progress",
     "retry",
     "skip",
+    "skip_stage",
     "still_running",
     "stop_stage",
     "stop_stuck_stage",
@@ -95,15 +100,25 @@ __all__ = [
 
 
 def _audit(
-    job: ProcessingJob, action: str, by: Actor, *, from_status: str = "", **details: Any
+    job: ProcessingJob,
+    action: str,
+    by: Actor,
+    *,
+    from_status: str = "",
+    reason: str = "",
+    address: str | None = None,
+    **details: Any,
 ) -> None:
+    """Append ``action`` to the job's audit trail: from ``from_status`` to its status now."""
     AuditEvent.objects.create(
         matter_id=job.matter_id,
         job=job,
         actor=account(by),
         action=action,
-        from_status=from_status,
-        to_status=job.status,
+        status_before=from_status,
+        status_after=job.status,
+        reason=reason,
+        client_address=address,
         details=details,
     )
 
@@ -292,14 +307,19 @@ def complete_stage(
     still PROCESSING under the stage's dispatch token, it moves on and the stage
     run is COMPLETED; otherwise (cancelled, or taken over while the stage ran)
     the stage run is SKIPPED and None is returned. The last stage also marks the
-    document processed and audits the completion.
+    document processed (incompletely, when a person skipped one of its stages)
+    and audits the completion.
     """
     following = get_pipeline(job.job_type).next_after(job.current_stage)
     now = timezone.now()
     # Autocommit: each statement commits alone; inside a caller's transaction, the
     # enqueue waits for its commit.
     if following is None:
-        progress = statements.complete_last_stage(job, run, done=done, total=total, now=now)
+        # A stage a person skipped left its results missing.
+        state = ProcessingState.INCOMPLETE if job.skipped_stages else ProcessingState.PROCESSED
+        progress = statements.complete_last_stage(
+            job, run, done=done, total=total, document_state=state, now=now
+        )
         if progress is None:
             return None
         job.status, job.completed_at, job.finished_at = JobStatus.COMPLETED, now, now
@@ -410,7 +430,9 @@ def stop_stage(run: StageRun, *, done: int, total: int) -> None:
 # --- what people do ------------------------------------------------------------------
 
 
-def retry(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+def retry(
+    job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
+) -> ProcessingJob:
     """FAILED -> QUEUED: run the failed stage again; finished items are not redone."""
     with transaction.atomic():
         job = _locked(job.pk)
@@ -436,17 +458,29 @@ def retry(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
             "enqueued_at",
             "dispatch_id",
         )
-        _audit(job, "retried", by, from_status=previous, stage=job.current_stage)
+        _audit(
+            job,
+            "retried",
+            by,
+            from_status=previous,
+            reason=reason,
+            address=address,
+            stage=job.current_stage,
+        )
         _announce(job)
     return job
 
 
-def skip(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+def skip(
+    job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
+) -> ProcessingJob:
     """FAILED -> SKIPPED: give up; the document is marked incompletely processed."""
-    return _stop_for_good(job, JobStatus.SKIPPED, "skipped", by=by)
+    return _stop_for_good(job, JobStatus.SKIPPED, "skipped", by=by, reason=reason, address=address)
 
 
-def cancel(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+def cancel(
+    job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
+) -> ProcessingJob:
     """QUEUED|PROCESSING -> CANCELLED; a running stage stops at its next item.
 
     The job is CANCELLED as soon as this commits; a running stage learns of it
@@ -455,10 +489,20 @@ def cancel(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
     PROCESSING job also schedules :func:`stop_stuck_stage` for
     ``CANCEL_GRACE_SECONDS`` later (see there).
     """
-    return _stop_for_good(job, JobStatus.CANCELLED, "cancelled", by=by)
+    return _stop_for_good(
+        job, JobStatus.CANCELLED, "cancelled", by=by, reason=reason, address=address
+    )
 
 
-def _stop_for_good(job: ProcessingJob, target: str, action: str, *, by: Actor) -> ProcessingJob:
+def _stop_for_good(
+    job: ProcessingJob,
+    target: str,
+    action: str,
+    *,
+    by: Actor,
+    reason: str,
+    address: str | None,
+) -> ProcessingJob:
     """Move the job to a final ``target`` status; its document stays incompletely processed."""
     with transaction.atomic():
         job = _locked(job.pk)
@@ -472,7 +516,15 @@ def _stop_for_good(job: ProcessingJob, target: str, action: str, *, by: Actor) -
         Document.objects.filter(pk=job.document_id).update(
             processing_state=ProcessingState.INCOMPLETE
         )
-        _audit(job, action, by, from_status=previous, stage=job.current_stage)
+        _audit(
+            job,
+            action,
+            by,
+            from_status=previous,
+            reason=reason,
+            address=address,
+            stage=job.current_stage,
+        )
         _announce(job)
         if previous == JobStatus.PROCESSING:  # only a cancel stops a running job
             _schedule_stop_check(job, running)
@@ -518,6 +570,7 @@ def stop_stuck_stage(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> b
             job,
             "stage_stopped",
             None,
+            from_status=job.status,
             stage=runs[-1].stage,
             worker=runs[-1].worker,
             grace_seconds=float(settings.CANCEL_GRACE_SECONDS),
@@ -526,7 +579,110 @@ def stop_stuck_stage(job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str) -> b
     return True
 
 
-def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
+# What skip_stage writes of the job, whether it goes on or completes.
+_SKIP_STAGE_FIELDS = (
+    "status",
+    "skipped_stages",
+    "error",
+    "error_code",
+    "error_detail",
+    "auto_retries",
+    "next_attempt_at",
+    "progress",
+    "dispatch_id",
+)
+
+
+def skip_stage(
+    job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
+) -> ProcessingJob:
+    """FAILED -> QUEUED past its failed stage, which is marked SKIPPED; the rest runs.
+
+    When the failed stage was the last, FAILED -> COMPLETED at once. Either way
+    the stage is added to ``skipped_stages`` and gets a SKIPPED stage run, and
+    the job finishes "completed with a skipped stage": its document ends
+    incompletely processed, since that stage's results are missing.
+    """
+    with transaction.atomic():
+        job = _locked(job.pk)
+        if job.status != JobStatus.FAILED:
+            raise InvalidTransition(job.status, "skipped past its failed stage")
+        skipped = job.current_stage
+        following = get_pipeline(job.job_type).next_after(skipped)
+        previous = _set_status(job, JobStatus.QUEUED if following else JobStatus.COMPLETED)
+        now = timezone.now()
+        _close_skipped_stage(job, now)
+        job.skipped_stages = [*job.skipped_stages, skipped]
+        job.error = job.error_code = None
+        job.error_detail = ""
+        job.auto_retries = 0
+        job.next_attempt_at = None
+        if following is None:
+            _complete_past_skipped_stage(job, now)
+        else:
+            _queue_stage_after_skipped(job, following.name, now)
+        _audit(
+            job,
+            "stage_skipped",
+            by,
+            from_status=previous,
+            reason=reason,
+            address=address,
+            stage=skipped,
+        )
+        _announce(job)
+    return job
+
+
+def _complete_past_skipped_stage(job: ProcessingJob, now: datetime) -> None:
+    """Write a job whose skipped stage was its last: COMPLETED, its document incomplete."""
+    job.progress = 100
+    job.completed_at = job.finished_at = now
+    # A new token turns any queue entry left for this job into a no-op.
+    job.dispatch_id = uuid.uuid4()
+    _save(job, *_SKIP_STAGE_FIELDS, "completed_at", "finished_at")
+    Document.objects.filter(pk=job.document_id).update(processing_state=ProcessingState.INCOMPLETE)
+
+
+def _queue_stage_after_skipped(job: ProcessingJob, stage: str, now: datetime) -> None:
+    """Write a job whose skipped stage has a ``stage`` after it: QUEUED for that stage."""
+    job.progress = _stage_progress(job, 1, 1)
+    job.current_stage = stage
+    job.stage_index = get_pipeline(job.job_type).index_of(stage)
+    job.items_done = job.items_total = job.stage_attempt = 0
+    job.finished_at = None
+    job.enqueued_at = now
+    _dispatch(job)
+    _save(
+        job,
+        *_SKIP_STAGE_FIELDS,
+        "current_stage",
+        "stage_index",
+        "items_done",
+        "items_total",
+        "stage_attempt",
+        "finished_at",
+        "enqueued_at",
+    )
+
+
+def _close_skipped_stage(job: ProcessingJob, now: datetime) -> None:
+    """Add a SKIPPED run of the job's current stage to its history (never started)."""
+    check_stage_transition(StageStatus.PENDING, StageStatus.SKIPPED)
+    StageRun.objects.create(
+        job=job,
+        stage=job.current_stage,
+        stage_index=job.stage_index,
+        attempt=max(job.stage_attempt, 1),
+        status=StageStatus.SKIPPED,
+        created_at=now,
+        finished_at=now,
+    )
+
+
+def prioritize(
+    job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
+) -> ProcessingJob:
     """Move a QUEUED job to the front of the high-priority queue."""
     with transaction.atomic():
         job = _locked(job.pk)
@@ -545,6 +701,6 @@ def prioritize(job: ProcessingJob, *, by: Actor) -> ProcessingJob:
         job.next_attempt_at = None
         _dispatch(job, at_front=True)
         _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
-        _audit(job, "prioritized", by, from_status=JobStatus.QUEUED)
+        _audit(job, "prioritized", by, from_status=JobStatus.QUEUED, reason=reason, address=address)
         _announce(job)
     return job

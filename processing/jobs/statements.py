@@ -51,6 +51,7 @@ JOB_COLUMNS = (
     "items_done",
     "progress",
     "stage_attempt",
+    "skipped_stages",
     "retry_count",
     "auto_retries",
     "max_retries",
@@ -127,9 +128,10 @@ BEGIN_STAGE = f"""
         RETURNING *
     ), audited AS (
         INSERT INTO processing_auditevent (
-            matter_id, job_id, actor_id, action, from_status, to_status, details, created_at
+            matter_id, job_id, actor_id, action, status_before, status_after, reason,
+            client_address, details, created_at
         )
-        SELECT job.matter_id, job.id, NULL, 'started', %(queued)s, %(processing)s,
+        SELECT job.matter_id, job.id, NULL, 'started', %(queued)s, %(processing)s, '', NULL,
             jsonb_build_object('stage', job.current_stage), %(now)s
         FROM job, current
         WHERE current.status = %(queued)s
@@ -264,13 +266,14 @@ COMPLETE_LAST_STAGE = f"""
         WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
         RETURNING progress
     ), {_CLOSE_RUN}, processed AS (
-        UPDATE processing_document SET processing_state = %(processed)s
+        UPDATE processing_document SET processing_state = %(document_state)s
         WHERE id = %(document)s AND EXISTS (SELECT FROM job)
     ), audited AS (
         INSERT INTO processing_auditevent (
-            matter_id, job_id, actor_id, action, from_status, to_status, details, created_at
+            matter_id, job_id, actor_id, action, status_before, status_after, reason,
+            client_address, details, created_at
         )
-        SELECT %(matter)s, %(job)s, NULL, 'completed', %(processing)s, %(completed)s,
+        SELECT %(matter)s, %(job)s, NULL, 'completed', %(processing)s, %(completed)s, '', NULL,
             '{{}}'::jsonb, %(now)s
         WHERE EXISTS (SELECT FROM job)
     )
@@ -329,21 +332,27 @@ def complete_stage(
 
 
 def complete_last_stage(
-    job: ProcessingJob, run: StageRun, *, done: int, total: int, now: datetime
+    job: ProcessingJob,
+    run: StageRun,
+    *,
+    done: int,
+    total: int,
+    document_state: str = ProcessingState.PROCESSED,
+    now: datetime,
 ) -> int | None:
     """Close the last stage and complete the job.
 
     Locks: the job row, if it is PROCESSING under the stage's dispatch token.
     Checks: that token and status.
     Writes: the job (COMPLETED, progress 100, its timestamps, error cleared); the
-    stage run COMPLETED (or SKIPPED, as above); the document PROCESSED; a
-    "completed" audit event.
+    stage run COMPLETED (or SKIPPED, as above); the document's ``document_state``
+    (PROCESSED, or INCOMPLETE when a stage was skipped); a "completed" audit event.
     Returns: the job's progress (100), or None when the job was no longer the stage's.
     """
     params = _completion_params(job, run, done=done, total=total, now=now)
     params.update(
         completed=JobStatus.COMPLETED,
-        processed=ProcessingState.PROCESSED,
+        document_state=document_state,
         document=job.document_id,
         matter=job.matter_id,
     )

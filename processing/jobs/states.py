@@ -13,6 +13,8 @@ Job transitions::
     PROCESSING  -> FAILED       a permanent error, or the last automatic retry failed
     PROCESSING  -> CANCELLED    cancelled while running; the stage stops at its next item
     FAILED      -> QUEUED       retried by a person; resumes from the failed stage
+    FAILED      -> QUEUED       its failed stage skipped by a person; goes on with the next one
+    FAILED      -> COMPLETED    its failed stage, the last one, skipped by a person
     FAILED      -> SKIPPED      given up by a person; the document stays incompletely processed
 
 Stage-run transitions::
@@ -55,7 +57,7 @@ class StageStatus(models.TextChoices):
     FAILED = "FAILED", "Failed"
     """Ended on an error."""
     SKIPPED = "SKIPPED", "Skipped"
-    """Not run to the end: the job was cancelled or skipped."""
+    """Not run to the end: the job was cancelled or skipped, or a person skipped this stage."""
 
 
 JOB_TRANSITIONS: dict[str, frozenset[str]] = {
@@ -63,7 +65,7 @@ JOB_TRANSITIONS: dict[str, frozenset[str]] = {
     JobStatus.PROCESSING: frozenset(
         {JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.FAILED, JobStatus.CANCELLED}
     ),
-    JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.SKIPPED}),
+    JobStatus.FAILED: frozenset({JobStatus.QUEUED, JobStatus.COMPLETED, JobStatus.SKIPPED}),
     JobStatus.COMPLETED: frozenset(),
     JobStatus.CANCELLED: frozenset(),
     JobStatus.SKIPPED: frozenset(),

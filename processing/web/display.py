@@ -116,6 +116,19 @@ def steps(job: dict[str, Any]) -> list[Step]:
     return out
 
 
+def status_words(job: dict[str, Any]) -> tuple[str, str]:
+    """The job's status as an icon and words; "Completed with a skipped stage" when a
+    person skipped a stage that failed and the job finished without it."""
+    icon, word = STATUS_WORDS[job["status"]]
+    if job["status"] == JobStatus.COMPLETED:
+        skipped = sum(1 for stage in job["stages"] if stage["status"] == StageStatus.SKIPPED)
+        if skipped == 1:
+            word = "Completed with a skipped stage"
+        elif skipped:
+            word = f"Completed with {skipped} skipped stages"
+    return icon, word
+
+
 def job_view(job: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
     """The job object with what a person reads: steps, status in words, the wait, advice.
 
@@ -124,7 +137,7 @@ def job_view(job: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
     """
     now = now or timezone.now()
     status = job["status"]
-    icon, word = STATUS_WORDS[status]
+    icon, word = status_words(job)
     active = status in (JobStatus.QUEUED, JobStatus.PROCESSING)
     view = {
         **job,
@@ -180,6 +193,7 @@ _AUDIT_WORDS = {
     "cancelled": "cancelled it",
     "prioritized": "moved it to the front of the queue",
     "stage_stopped": "stopped the stage still running after the cancel",
+    "stage_skipped": "skipped the failed stage and let it go on",
 }
 
 
@@ -190,9 +204,17 @@ def _run_view(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
         **run,
         "started_ago": ago(run["started_at"], timezone.now()),
         "label": labels.get(run["stage"], run["stage"]),
-        "status_word": _STAGE_WORDS.get(run["status"], run["status"]),
+        "status_word": _run_words(run),
         "took": None if took is None else (f"{took} ms" if took < 1000 else f"{took / 1000:.1f} s"),
     }
+
+
+def _run_words(run: dict[str, Any]) -> str:
+    # A SKIPPED run that never started is a stage a person skipped; one that had
+    # started was stopped by a cancel.
+    if run["status"] == StageStatus.SKIPPED and run["started_at"] is None:
+        return "skipped"
+    return str(_STAGE_WORDS.get(run["status"], run["status"]))
 
 
 _STAGE_WORDS = {

@@ -7,7 +7,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('processing', '0006_job_active_index'),
+        ('processing', '0008_job_skipped_stages'),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
