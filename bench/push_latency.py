@@ -940,6 +940,9 @@ def main() -> None:
     parser.add_argument("--worst", type=float, default=2.0, help="seconds driven in the worst case")
     parser.add_argument("--only", choices=["spread", "worst"], default=None)
     parser.add_argument("--slots", type=int, default=SLOTS, help="jobs kept processing")
+    parser.add_argument(
+        "--config", choices=["pubsub-100", "pubsub-500", "core-500"], help="only this spread"
+    )
     parser.add_argument("--bare-sender", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--group-prefix", default="", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -974,6 +977,8 @@ def main() -> None:
     try:
         if args.only in (None, "spread"):
             for layer, n in ((PUBSUB, 100), (PUBSUB, 500), (CORE, 500)):
+                if args.config and f"{'pubsub' if layer == PUBSUB else 'core'}-{n}" != args.config:
+                    continue
                 results["spread"].append(spread(user, matters, token, layer, n, args, capture))
         if args.only in (None, "worst"):
             results["worst"] = worst(user, [hot], token, args, capture)

@@ -6,6 +6,8 @@ from enum import StrEnum
 
 from django.contrib.auth.models import AnonymousUser, User
 
+from processing.jobs import queues
+from processing.jobs.states import JobStatus
 from processing.models import ProcessingJob, Role
 
 Person = User | AnonymousUser
@@ -54,3 +56,19 @@ def may_act_on_job(user: Person, role: str | None, job: ProcessingJob, action: A
         and job.created_by_id is not None
         and job.created_by_id == getattr(user, "pk", None)
     )
+
+
+OFFERED: dict[str, tuple[Action, ...]] = {
+    JobStatus.FAILED: (Action.RETRY, Action.SKIP_STAGE, Action.SKIP),
+    JobStatus.QUEUED: (Action.PRIORITIZE, Action.CANCEL),
+    JobStatus.PROCESSING: (Action.CANCEL,),
+}
+"""What can be done to a job in each status; a finished job offers nothing."""
+
+
+def job_actions(user: Person, role: str | None, job: ProcessingJob) -> list[Action]:
+    """The actions the user may take on ``job`` as it stands: the buttons the pages show."""
+    offered = OFFERED.get(job.status, ())
+    if job.priority == queues.HIGH:  # prioritised already
+        offered = tuple(action for action in offered if action != Action.PRIORITIZE)
+    return [action for action in offered if may_act_on_job(user, role, job, action)]

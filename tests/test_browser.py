@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from processing.errors import CorruptDocument
 from processing.jobs import lifecycle
 from processing.jobs.queues import QUEUES
 from processing.live import notices
@@ -444,3 +445,60 @@ def test_an_owner_manages_people_in_place_and_is_told_why_a_change_is_refused(
 
     assert page.evaluate("window.sameDocument") is True
     assert sorted(matter.memberships.values_list("user__username", "role")) == [("jane", "owner")]
+
+
+def test_an_owner_retries_a_failed_job_from_the_dashboard_and_watches_it_run_again(
+    browser: Any, live_app: str, make_user: Any, make_matter: Any, tmp_path: Path
+) -> None:
+    owner = make_user("hana")
+    matter = make_matter(owner, "Estate of Ito")
+    # A search language PostgreSQL does not know: the index stage fails, for good.
+    type(matter).objects.filter(pk=matter.pk).update(search_language="no_such_language")
+    page = log_in(browser, live_app, "hana")
+    open_matter(page, live_app, matter)
+    pdf = tmp_path / "will.pdf"
+    pdf.write_bytes(make_pdf([f"Article {n}. Signed 2 April 2019." for n in range(1, 4)]))
+    row = upload(page, pdf)
+    row.locator(".job-status:has-text('Failed')").wait_for(timeout=30_000)
+    assert "INVALID_SEARCH_LANGUAGE" in row.locator(".job-error").inner_text()
+
+    # Staff fix the language; the owner retries from the failed row, with a reason.
+    type(matter).objects.filter(pk=matter.pk).update(search_language="english")
+    page.evaluate("window.sameDocument = true")  # gone if the page reloads
+    row.locator("summary:has-text('Retry')").click()
+    row.get_by_role("textbox", name="Reason (optional)").fill("language fixed by staff")
+    row.get_by_role("button", name="Retry").click()
+    page.locator("#action-result:has-text('was retried')").wait_for()
+    row.locator(".job-status:has-text('Done')").wait_for(timeout=60_000)
+    assert page.evaluate("window.sameDocument") is True
+    assert row.locator("summary").count() == 0  # a finished job offers nothing
+    job = ProcessingJob.objects.get(matter=matter)
+    assert job.retry_count == 1
+    assert job.audit.filter(action="retried", reason="language fixed by staff").exists()
+
+
+def test_a_viewer_sees_no_buttons_even_as_pushes_arrive(
+    browser: Any, app: LiveApp, make_user: Any, make_matter: Any
+) -> None:
+    owner = make_user("ines")
+    make_user("joao")
+    matter = make_matter(owner, "Harbour lease", joao=Role.VIEWER)
+    job = lifecycle.create_job(stored_document(matter, owner, "lease.pdf"), by=owner)
+    started = lifecycle.begin_stage(job.pk, job.dispatch_id)
+    assert started is not None
+    lifecycle.fail_stage(*started, CorruptDocument())
+    viewer = log_in(browser, app.url, "joao")
+    open_matter(viewer, app.url, matter)
+    row = viewer.locator(f"#job-{job.pk}")
+    assert "Failed" in row.locator(".job-status").inner_text()
+    assert row.locator(".job-actions summary").count() == 0
+    viewer.wait_for_function("() => window.jtPolling() === false")  # the socket is open
+
+    # The owner retries it: the row is pushed to the viewer, and fetches the viewer's buttons.
+    fetched = f"/jobs/{job.pk}/actions"
+    with viewer.expect_response(lambda r: r.url.endswith(fetched)) as answer:
+        lifecycle.retry(ProcessingJob.objects.get(pk=job.pk), by=owner)
+    assert answer.value.status == 200
+    row.locator(".job-status:has-text('Queued')").wait_for()
+    assert row.locator(".job-actions summary").count() == 0
+    assert viewer.locator("form[hx-post]").count() == 0

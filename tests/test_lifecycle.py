@@ -172,6 +172,17 @@ def test_failed_to_queued_by_retry_then_skipped(job: ProcessingJob, alice: Any) 
     assert ("retried", "alice") in actions and ("skipped", "alice") in actions
 
 
+def test_a_person_cannot_retry_a_job_that_has_not_failed(job: ProcessingJob, alice: Any) -> None:
+    with pytest.raises(InvalidTransition):
+        lifecycle.retry(job, by=alice)  # QUEUED
+    running, _run = begin(job)
+    token = ProcessingJob.objects.get(pk=job.pk).dispatch_id
+    with pytest.raises(InvalidTransition):
+        lifecycle.retry(running, by=alice)  # PROCESSING: its stage is not started over
+    after = ProcessingJob.objects.get(pk=job.pk)
+    assert (after.status, after.retry_count, after.dispatch_id) == ("PROCESSING", 0, token)
+
+
 def _failed_at(job: ProcessingJob, stage: str) -> ProcessingJob:
     """Run ``job`` up to ``stage`` and fail it there, for good."""
     job, run = begin(job)

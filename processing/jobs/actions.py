@@ -71,6 +71,7 @@ class Refusal:
     job_id: str
     code: str
     message: str
+    status: str | None = None  # the job's status that refused it, when it was found
 
 
 @dataclass
@@ -102,7 +103,9 @@ def perform_each(
         try:
             perform(job, action, by=by, reason=reason, address=address)
         except InvalidTransition as exc:
-            outcome.refused.append(Refusal(str(job.pk), "INVALID_TRANSITION", str(exc)))
+            outcome.refused.append(
+                Refusal(str(job.pk), "INVALID_TRANSITION", str(exc), status=exc.current)
+            )
         else:
             outcome.done += 1
     return outcome

@@ -433,9 +433,15 @@ def stop_stage(run: StageRun, *, done: int, total: int) -> None:
 def retry(
     job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
 ) -> ProcessingJob:
-    """FAILED -> QUEUED: run the failed stage again; finished items are not redone."""
+    """FAILED -> QUEUED: run the failed stage again; finished items are not redone.
+
+    Only a FAILED job: PROCESSING -> QUEUED is the lifecycle's own move (an automatic
+    retry), never a person's, who would otherwise start a running stage over.
+    """
     with transaction.atomic():
         job = _locked(job.pk)
+        if job.status != JobStatus.FAILED:
+            raise InvalidTransition(job.status, JobStatus.QUEUED)
         previous = _set_status(job, JobStatus.QUEUED)
         job.retry_count += 1
         job.auto_retries = 0

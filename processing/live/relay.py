@@ -104,17 +104,22 @@ class Relay:
 
     def push_due(self) -> None:
         """Start an update for every matter with a status change or a job whose progress
-        is due, and a summary for every matter owed one whose interval has passed."""
+        is due; then, if no update is in flight, a summary for every matter owed one
+        whose interval has passed."""
         now = time.monotonic()
         for matter, pending in list(self.pending.items()):
             if matter not in self.updating and self._jobs_due(pending, now):
                 del self.pending[matter]
                 self._note_pushed(pending, now)
                 self.summaries.setdefault(matter, Summary()).owed = True
+                self.updating.add(matter)
                 self._start(self._push_update(matter, pending))
+        if self.updating:
+            return  # summaries yield to updates: they start once those have left
         for matter, summary in self.summaries.items():
             if summary.owed and matter not in self.summing and now - summary.at >= SUMMARY_INTERVAL:
                 summary.owed, summary.at = False, now
+                self.summing.add(matter)
                 self._start(self._push_summary(matter, summary))
 
     def _jobs_due(self, pending: Pending, now: float) -> bool:
@@ -137,7 +142,6 @@ class Relay:
 
     async def _push_update(self, matter: str, pending: Pending) -> None:
         """Build the matter's job changes on its lane and send them."""
-        self.updating.add(matter)
         try:
             lane = self.lanes[hash(matter) % len(self.lanes)]
             update = await asyncio.get_running_loop().run_in_executor(
@@ -151,7 +155,6 @@ class Relay:
 
     async def _push_summary(self, matter: str, summary: Summary) -> None:
         """Work out the matter's summary on a lane of its own and send it if it changed."""
-        self.summing.add(matter)
         try:
             lane = self.summary_lanes[hash(matter) % len(self.summary_lanes)]
             built = await asyncio.get_running_loop().run_in_executor(

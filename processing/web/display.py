@@ -17,6 +17,7 @@ from django.utils.dateparse import parse_datetime
 
 from processing.errors import SUGGESTED_ACTIONS
 from processing.jobs.states import JobStatus, StageStatus
+from processing.permissions import OFFERED, Action
 
 # The stepper's word for each state, for screen readers and for anyone who does not
 # tell colours apart; the icon is decoration.
@@ -129,11 +130,15 @@ def status_words(job: dict[str, Any]) -> tuple[str, str]:
     return icon, word
 
 
-def job_view(job: dict[str, Any], now: datetime | None = None) -> dict[str, Any]:
+def job_view(
+    job: dict[str, Any], now: datetime | None = None, actions: list[Action] | None = None
+) -> dict[str, Any]:
     """The job object with what a person reads: steps, status in words, the wait, advice.
 
     A job object with ``stage_history`` and ``audit`` (the job page's) gets them
-    in words too.
+    in words too. ``actions`` are the buttons of the person the page is for (see
+    :func:`processing.permissions.job_actions`); None for a push, which goes to
+    everyone on the matter: the row then fetches its reader's buttons itself.
     """
     now = now or timezone.now()
     status = job["status"]
@@ -141,6 +146,10 @@ def job_view(job: dict[str, Any], now: datetime | None = None) -> dict[str, Any]
     active = status in (JobStatus.QUEUED, JobStatus.PROCESSING)
     view = {
         **job,
+        # What a person may do to a job changes only with these (ids: see the row).
+        "step": f"{status}-{job['current_stage'] or ''}-{job['retry_count']}-{job['priority']}",
+        "actions": None if actions is None else [action_view(a) for a in actions],
+        "may_act": status in OFFERED,
         "steps": steps(job),
         "status_icon": icon,
         "status_word": word,
@@ -245,3 +254,49 @@ def summary_view(summary: dict[str, Any]) -> dict[str, Any]:
             else ""
         ),
     }
+
+
+@dataclass(frozen=True)
+class ActionWords:
+    """How the pages name an action on a job."""
+
+    label: str  # the button
+    hint: str  # what it will do
+    done: str  # what was done, after the document's name
+
+
+ACTION_WORDS = {
+    Action.RETRY: ActionWords(
+        "Retry", "Runs it again from the failed stage; pages already done are kept.", "was retried"
+    ),
+    Action.SKIP_STAGE: ActionWords(
+        "Skip this stage",
+        "Goes on without the failed stage; the document ends incompletely processed.",
+        "goes on without its failed stage",
+    ),
+    Action.SKIP: ActionWords(
+        "Skip", "Gives up on it; the document stays incompletely processed.", "was skipped"
+    ),
+    Action.CANCEL: ActionWords(
+        "Cancel", "Stops it; a running stage stops at its next page.", "was cancelled"
+    ),
+    Action.PRIORITIZE: ActionWords(
+        "Prioritise", "Moves it to the front of the queue.", "was moved to the front of the queue"
+    ),
+}
+
+REFUSED_BECAUSE = {
+    JobStatus.QUEUED: "it is already queued",
+    JobStatus.PROCESSING: "it is already running",
+    JobStatus.COMPLETED: "it has finished",
+    JobStatus.FAILED: "it has failed",
+    JobStatus.CANCELLED: "it was cancelled",
+    JobStatus.SKIPPED: "it was skipped",
+}
+"""Why an action was refused, by the status the job turned out to have."""
+
+
+def action_view(action: Action) -> dict[str, str]:
+    """One button of a job row: its words and the last part of its URL."""
+    words = ACTION_WORDS[action]
+    return {"slug": action.value.replace("_", "-"), "label": words.label, "hint": words.hint}

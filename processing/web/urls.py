@@ -2,7 +2,7 @@
 
 from django.urls import path
 
-from processing.web import views
+from processing.web import job_actions, views
 
 urlpatterns = [
     path("", views.matter_list, name="matter-list"),
@@ -17,5 +17,8 @@ urlpatterns = [
     path("jobs/<str:job_id>/", views.job_detail, name="job-detail"),
     path("jobs/<str:job_id>/row", views.job_row, name="job-row"),
     path("jobs/<str:job_id>/history", views.job_history, name="job-history"),
+    path("jobs/<str:job_id>/actions", job_actions.job_buttons, name="job-actions"),
+    path("jobs/<str:job_id>/<str:action>", job_actions.act, name="job-act"),
+    path("matters/<str:matter_id>/bulk", job_actions.bulk, name="matter-bulk"),
     path("documents/<str:document_id>/", views.document_detail, name="document-detail"),
 ]

@@ -22,10 +22,11 @@ from processing.jobs.states import JobStatus
 from processing.matters import create_matter
 from processing.models import DocumentPage, Matter, ProcessingJob, Role
 from processing.payloads import job_detail_payload, job_payload
-from processing.permissions import Action, role_allows
+from processing.permissions import Action, job_actions, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
 from processing.uploads import Accepted, UploadRejected, accept_upload, upload_again
 from processing.web.display import STATUS_WORDS, job_view, summary_view
+from processing.web.job_actions import bulk_offers, job_and_role, row_view
 
 
 def _matter_or_404(request: HttpRequest, matter_id: str) -> tuple[Matter, str]:
@@ -71,6 +72,7 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
     pages = Paginator(jobs, JOBS_PER_PAGE).get_page(request.GET.get("page"))
     now = timezone.now()
     found = estimates.for_jobs(pages, now=now)
+    summary = selectors.matter_summary(matter.pk)
     return render(
         request,
         "processing/matter_detail.html",
@@ -80,12 +82,18 @@ def matter_detail(request: HttpRequest, matter_id: str) -> HttpResponse:
             "role": role,
             "can_upload": role_allows(role, Action.UPLOAD),
             "jobs": [
-                job_view(job_payload(job, now=now, estimate=found[job.pk]), now) for job in pages
+                job_view(
+                    job_payload(job, now=now, estimate=found[job.pk]),
+                    now,
+                    actions=job_actions(request.user, role, job),
+                )
+                for job in pages
             ],
             "pages": pages,
             "status": status,
             "status_filters": STATUS_FILTERS,
-            "summary": summary_view(selectors.matter_summary(matter.pk)),
+            "summary": summary_view(summary),
+            "bulk": bulk_offers(role, summary, status),
             "duplicate": _duplicate_notice(request, matter),
             **_members_context(matter, role),
         },
@@ -106,8 +114,8 @@ def matter_summary(request: HttpRequest, matter_id: str) -> HttpResponse:
 @login_required
 def job_row(request: HttpRequest, job_id: str) -> HttpResponse:
     """One job's row of the matter page (polled while the socket is down; 286 once finished)."""
-    job = _job_or_404(request, job_id)
-    return _polled(request, "processing/matter_detail.html#job-row", job_view(job_payload(job)))
+    job, role = job_and_role(request, job_id)
+    return _polled(request, "processing/matter_detail.html#job-row", row_view(request, job, role))
 
 
 @login_required
@@ -292,9 +300,10 @@ def _members_context(matter: Matter, role: str) -> dict[str, Any]:
 
 @login_required
 def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
-    """One job: its stages, history and audit trail."""
-    job = _job_or_404(request, job_id)
-    return render(request, "processing/job_detail.html", {"job": job_view(job_detail_payload(job))})
+    """One job: its row with the reader's buttons, its stage runs and audit trail."""
+    job, role = job_and_role(request, job_id)
+    view = job_view(job_detail_payload(job), actions=job_actions(request.user, role, job))
+    return render(request, "processing/job_detail.html", {"job": view})
 
 
 @login_required

@@ -19,11 +19,10 @@
   document.addEventListener("htmx:oobBeforeSwap", (e) => {
     const incoming = e.detail.fragment.firstElementChild || e.detail.fragment;
     if (version(incoming) < version(e.detail.target)) e.detail.shouldSwap = false;
-    // A job's row with a new status or stage: its page's timeline is fetched again
-    // (pushes carry rows, not timelines).
-    const timeline = document.getElementById(`job-history-${e.detail.target.id.slice(4)}`);
-    if (e.detail.shouldSwap && timeline && incoming.dataset.step !== e.detail.target.dataset.step) {
-      setTimeout(() => htmx.trigger(timeline, "jt:changed"));
+    // A job's row with a new status or stage: "jt:job-<id>" makes its page's timeline
+    // fetch itself again (pushes carry rows, not timelines).
+    if (e.detail.shouldSwap && incoming.dataset.step !== e.detail.target.dataset.step) {
+      setTimeout(() => htmx.trigger(document.body, `jt:${e.detail.target.id}`));
     }
   });
   document.addEventListener("htmx:beforeSwap", (e) => {
