@@ -414,6 +414,33 @@ def analyse(transitions: list[dict[str, Any]], dump: dict[str, Any]) -> dict[str
     return out
 
 
+def summary_lag(transitions: list[dict[str, Any]], dump: dict[str, Any]) -> dict[str, Any]:
+    """How fresh the counts stay: for each job created or completed (a change of the
+    matter's counts) and each client of its matter, the time from the commit to the next
+    ``matter.summary`` that client received. The relay works a summary out again at most
+    SUMMARY_INTERVAL (2 s) after the last when counts moved, so up to about 2 s is
+    expected; much more would mean summaries starved behind updates."""
+    by_matter: dict[str, list[list[float]]] = {}
+    for label, records in dump["clients"]:
+        times = sorted(r[0] for r in records if len(r) == 2 and r[1] == "matter.summary")
+        by_matter.setdefault(label, []).append(times)
+    lags, missing = [], 0
+    for tr in transitions:
+        if tr["what"] not in ("create", "complete"):
+            continue
+        for times in by_matter.get(tr["matter"], []):
+            at = bisect.bisect_left(times, tr["commit"])
+            if at == len(times):
+                missing += 1
+            else:
+                lags.append(times[at] - tr["commit"])
+    return {
+        **{f"p{q}_ms": _ms(percentile(lags, q)) for q in (50, 95, 99)},
+        "max_ms": _ms(max(lags) if lags else None),
+        "no_summary_after": missing,
+    }
+
+
 def relay_lag(transitions: list[dict[str, Any]], pushes: list[Any]) -> dict[str, Any]:
     """Commit -> the relay's group_send (seen on Redis), per transition: the relay's share.
 
@@ -583,6 +610,7 @@ def spread(
         _last, dump = _wait_quiet(stack)  # late pushes still count
         pushes = capture.take()
         result = analyse(driver.transitions, dump)
+        result["summary_lag"] = summary_lag(driver.transitions, dump)
         if layer == PUBSUB:
             result["relay_lag"] = relay_lag(driver.transitions, pushes)
         result.update(
@@ -619,6 +647,11 @@ def _print_spread(r: dict[str, Any]) -> None:
     if r.get("relay_lag"):
         lag = r["relay_lag"]["all"]
         print(f"  commit -> relay group_send p50/p99 {lag['p50_ms']}/{lag['p99_ms']} ms")
+    sl = r["summary_lag"]
+    print(
+        f"  job created/completed -> next matter.summary p50/p99/max {sl['p50_ms']}/{sl['p99_ms']}/"
+        f"{sl['max_ms']} ms ({sl['no_summary_after']} pairs with none after)"
+    )
     print(
         f"  {r['transitions']} transitions ({r['transitions_per_s']}/s), {r['pairs']} "
         f"(transition, client) pairs; p50/p95/p99 {a['p50_ms']}/{a['p95_ms']}/{a['p99_ms']} ms "
@@ -1004,6 +1037,7 @@ def main() -> None:
                     "p99 ms",
                     "status p99",
                     "progress p99",
+                    "summary lag p99",
                     "commit->group_send p99",
                     "lost",
                     "lost status",
@@ -1023,6 +1057,7 @@ def main() -> None:
                         r["all"]["p99_ms"],
                         r["status"]["p99_ms"],
                         r["progress"]["p99_ms"],
+                        r["summary_lag"]["p99_ms"],
                         r["relay_lag"]["all"]["p99_ms"] if r.get("relay_lag") else "-",
                         r["lost"],
                         r["lost_status"],

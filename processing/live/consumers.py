@@ -44,8 +44,9 @@ class MatterPageConsumer(AsyncWebsocketConsumer):
         """Clients only listen; what they send is ignored."""
 
     async def live_update(self, event: dict[str, Any]) -> None:
-        """A push from the relay."""
-        await self.send(text_data=event["html"])
+        """A push from the relay (one with nothing for the page has no ``html``)."""
+        if event["html"]:
+            await self.send(text_data=event["html"])
 
 
 class MatterEventsConsumer(MatterPageConsumer):

@@ -8,7 +8,8 @@ event feed; each one JSON text already, so a consumer sends it as it is):
 
 - an **update**: changed jobs' full current state, as the job rows and as
   ``job.updated`` events with the API's job objects;
-- a **summary**: the matter's banner and counts, and a ``matter.summary`` event.
+- a **summary**: the matter's banner (when what it reads changed) and a
+  ``matter.summary`` event (when its counts changed).
 
 A job page's timeline and audit trail are not pushed: the page fetches them
 again when its job's row arrives with a new status or stage (static/js/app.js).
@@ -60,19 +61,37 @@ def build_update(matter_id: uuid.UUID | str, jobs: list[ProcessingJob]) -> dict[
     return _message(html, events)
 
 
+COUNTS = (
+    *("queued", "processing", "completed", "failed", "cancelled", "skipped"),
+    *("documents", "indexed", "entities"),
+)
+"""The figures of a summary whose change is a ``matter.summary`` event (CONTRACT.md:
+"when counts change"); the active jobs' progress and ETA ride along."""
+
+
 def build_summary(
     matter_id: uuid.UUID | str, previous: dict[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
-    """The push of the matter's summary and the summary itself; None when it is the
-    same as ``previous`` (the one last pushed): there is nothing to send."""
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
+    """The push of the matter's summary, and the summary itself.
+
+    Compared with ``previous`` (the one last worked out), the push carries the banner
+    only if what it reads changed, and the ``matter.summary`` event only if the counts
+    changed; it is None when neither did: there is nothing to send.
+    """
     summary = selectors.matter_summary(uuid.UUID(str(matter_id)))
-    if summary == previous:
-        return None
-    html = render_to_string(
-        "processing/_live_update.html",
-        {"summary": summary_view(summary), "matter_id": matter_id},
-    )
-    return _message(html, [{"type": "matter.summary", "summary": summary}]), summary
+    view = summary_view(summary)
+    before = summary_view(previous) if previous is not None else None
+    reads_the_same = before is not None and all(view[k] == before[k] for k in ("banner", *COUNTS))
+    counts_same = previous is not None and all(summary[k] == previous[k] for k in COUNTS)
+    if reads_the_same and counts_same:
+        return None, summary
+    html = ""
+    if not reads_the_same:
+        html = render_to_string(
+            "processing/_live_update.html", {"summary": view, "matter_id": matter_id}
+        )
+    events = [] if counts_same else [{"type": "matter.summary", "summary": summary}]
+    return _message(html, events), summary
 
 
 def _message(html: str, events: list[dict[str, Any]]) -> dict[str, Any]:

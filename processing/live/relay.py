@@ -9,10 +9,12 @@ per matter for its group, which every open socket of the matter receives:
 - progress is coalesced per job: a job's progress goes out at the next tick
   unless it was pushed less than ``settings.LIVE_PROGRESS_INTERVAL`` seconds
   ago; then its latest counters wait out the rest of the interval;
-- the matter's summary (banner and counts: the dearest part, a few aggregate
-  queries and the matter's ETA) follows in a message of its own, so it never
-  delays a job's push: worked out again at most every ``SUMMARY_INTERVAL``
-  seconds, and always once more after the matter's last change.
+- the matter's summary (banner and counts: the dearest part, an aggregate
+  statement and the matter's ETA) follows in a message of its own, so it never
+  delays a job's push: worked out again ``SUMMARY_INTERVAL`` seconds after the
+  last one when the matter's counts moved (a job created, started, finished),
+  ``SUMMARY_REFRESH`` seconds after when its jobs only progressed; sent only
+  when what the banner reads or the counts changed.
 
 The building (loading, estimating, rendering) runs on threads ("lanes"), each
 with its own database connection, so one matter's queries do not hold up
@@ -47,11 +49,16 @@ logger = logging.getLogger(__name__)
 TICK = 0.02
 """Seconds between two rounds of pushes: how long a status change may wait."""
 SUMMARY_INTERVAL = 2.0
-"""Seconds a matter's summary is left as it is while its jobs keep changing."""
+"""Seconds at least between two summaries of a matter whose counts moved."""
+SUMMARY_REFRESH = 10.0
+"""Seconds between two summaries of a matter whose jobs only progress (its banner's
+percentage and ETA): each costs an aggregate statement and an estimate."""
 LANES = 4
 """Threads that build jobs' updates, each with its own database connection."""
 SUMMARY_LANES = 2
 """Threads that work out summaries: apart, so a summary never holds up an update."""
+SUMMARIES_PER_TICK = 1
+"""Summaries started per tick at most: 50 a second, twice what 50 busy matters need."""
 
 
 @dataclass
@@ -75,11 +82,16 @@ class Pending:
 
 @dataclass
 class Summary:
-    """The summary last pushed for one matter, and whether a fresh one is owed."""
+    """The summary last worked out for one matter, and when a fresh one is due."""
 
     value: dict[str, Any] | None = None
     at: float = float("-inf")
-    owed: bool = False
+    due: float | None = None
+
+    def owe(self, after: float) -> None:
+        """A fresh summary is owed ``after`` seconds after the last one (or sooner)."""
+        by = self.at + after
+        self.due = by if self.due is None else min(self.due, by)
 
 
 class Relay:
@@ -91,6 +103,7 @@ class Relay:
         self.pending: dict[str, Pending] = {}
         self.summaries: dict[str, Summary] = {}
         self.job_pushed_at: dict[str, float] = {}
+        self.job_status: dict[str, str] = {}
         # Matters with an update (or a summary) in flight: the next waits for it to leave.
         self.updating: set[str] = set()
         self.summing: set[str] = set()
@@ -104,23 +117,31 @@ class Relay:
 
     def push_due(self) -> None:
         """Start an update for every matter with a status change or a job whose progress
-        is due; then, if no update is in flight, a summary for every matter owed one
-        whose interval has passed."""
+        is due, and summaries for the matters owed one whose interval has passed."""
         now = time.monotonic()
         for matter, pending in list(self.pending.items()):
             if matter not in self.updating and self._jobs_due(pending, now):
                 del self.pending[matter]
-                self._note_pushed(pending, now)
-                self.summaries.setdefault(matter, Summary()).owed = True
+                counts_moved = self._note_pushed(pending, now)
+                summary = self.summaries.setdefault(matter, Summary())
+                summary.owe(SUMMARY_INTERVAL if counts_moved else SUMMARY_REFRESH)
                 self.updating.add(matter)
                 self._start(self._push_update(matter, pending))
-        if self.updating:
-            return  # summaries yield to updates: they start once those have left
-        for matter, summary in self.summaries.items():
-            if summary.owed and matter not in self.summing and now - summary.at >= SUMMARY_INTERVAL:
-                summary.owed, summary.at = False, now
-                self.summing.add(matter)
-                self._start(self._push_summary(matter, summary))
+        due = [
+            (summary.due, matter)
+            for matter, summary in self.summaries.items()
+            if summary.due is not None
+            and summary.due <= now
+            and matter not in self.summing
+            and matter not in self.updating  # the banner follows the rows it counts
+        ]
+        # The longest-waiting first, one a tick: a burst of summaries would hold up the
+        # next updates, here and in daphne.
+        for _due, matter in sorted(due)[:SUMMARIES_PER_TICK]:
+            summary = self.summaries[matter]
+            summary.due, summary.at = None, now
+            self.summing.add(matter)
+            self._start(self._push_summary(matter, summary))
 
     def _jobs_due(self, pending: Pending, now: float) -> bool:
         return pending.has_status or any(
@@ -128,12 +149,21 @@ class Relay:
             for n in pending.notices
         )
 
-    def _note_pushed(self, pending: Pending, now: float) -> None:
+    def _note_pushed(self, pending: Pending, now: float) -> bool:
+        """Remember when each job was pushed and its status; True if a job's status is not
+        the one it was last pushed with (a new job, a job started, finished...): the
+        matter's counts moved."""
+        moved = False
         for notice in pending.notices:
-            if notice["row"].get("status") in FINISHED_JOB_STATUSES:
-                self.job_pushed_at.pop(notice["job"], None)  # no more progress to come
+            status = notice["row"].get("status")
+            moved = moved or self.job_status.get(notice["job"]) != status
+            if status in FINISHED_JOB_STATUSES:  # no more progress to come
+                self.job_pushed_at.pop(notice["job"], None)
+                self.job_status.pop(notice["job"], None)
             else:
                 self.job_pushed_at[notice["job"]] = now
+                self.job_status[notice["job"]] = status
+        return moved
 
     def _start(self, push: Any) -> None:
         task = asyncio.create_task(push)
@@ -160,8 +190,8 @@ class Relay:
             built = await asyncio.get_running_loop().run_in_executor(
                 lane, _build_summary, matter, summary.value
             )
-            if built is not None:
-                message, summary.value = built
+            message, summary.value = built
+            if message is not None:
                 await self.layer.group_send(messages.group(matter), message)
         except Exception:
             logger.exception("Could not push the summary of matter %s", matter)
@@ -191,7 +221,7 @@ def _build_update(matter: str, pending: Pending) -> dict[str, Any]:
 
 def _build_summary(
     matter: str, previous: dict[str, Any] | None
-) -> tuple[dict[str, Any], dict[str, Any]] | None:
+) -> tuple[dict[str, Any] | None, dict[str, Any]]:
     close_old_connections()
     return messages.build_summary(matter, previous)
 
