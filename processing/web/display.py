@@ -130,6 +130,10 @@ def status_words(job: dict[str, Any]) -> tuple[str, str]:
     return icon, word
 
 
+_STEP_KEYS = ("status", "current_stage", "retry_count", "priority")
+"""What a person may do to a job changes only with these."""
+
+
 def job_view(
     job: dict[str, Any], now: datetime | None = None, actions: list[Action] | None = None
 ) -> dict[str, Any]:
@@ -146,8 +150,8 @@ def job_view(
     active = status in (JobStatus.QUEUED, JobStatus.PROCESSING)
     view = {
         **job,
-        # What a person may do to a job changes only with these (ids: see the row).
-        "step": f"{status}-{job['current_stage'] or ''}-{job['retry_count']}-{job['priority']}",
+        # Part of the id of the row's buttons (see the job-actions partial).
+        "step": "-".join(str(job.get(key) or "") for key in _STEP_KEYS),
         "actions": None if actions is None else [action_view(a) for a in actions],
         "may_act": status in OFFERED,
         "steps": steps(job),
