@@ -39,10 +39,19 @@ def env_int(name: str, default: int) -> int:
 DATA_DIR = Path(os.environ.get("JOBTRACKER_DATA_DIR", BASE_DIR / ".data"))
 
 DEBUG = env_bool("DEBUG", False)
+_embedded = dev_services.read_state(DATA_DIR) or {}
+# Development: DEBUG on, anything ./dev runs, or a tool run by hand in a checkout where
+# ./dev has run (its data folder exists). Anywhere else (production) a SECRET_KEY must
+# be given.
+DEVELOPMENT = DEBUG or env_bool("JOBTRACKER_DEV", False) or DATA_DIR.is_dir()
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
-    if not DEBUG and os.environ.get("JOBTRACKER_REQUIRE_SECRET_KEY"):
-        raise ImproperlyConfigured("SECRET_KEY must be set in production.")
+    if not DEVELOPMENT:
+        raise ImproperlyConfigured(
+            "SECRET_KEY is not set. In production set it to a long random string "
+            "(python -c 'import secrets; print(secrets.token_urlsafe(50))'); "
+            "for development, start the app with ./dev run."
+        )
     SECRET_KEY = "insecure-development-key-set-SECRET_KEY-in-production"
 ALLOWED_HOSTS = [
     h.strip() for h in os.environ.get("ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]").split(",") if h
@@ -51,7 +60,6 @@ CSRF_TRUSTED_ORIGINS = [
     o.strip() for o in os.environ.get("CSRF_TRUSTED_ORIGINS", "").split(",") if o.strip()
 ]
 
-_embedded = dev_services.read_state(DATA_DIR) or {}
 DATABASE_URL = os.environ.get("DATABASE_URL") or _embedded.get("DATABASE_URL", "")
 REDIS_URL = os.environ.get("REDIS_URL") or _embedded.get("REDIS_URL", "")
 if not DATABASE_URL:

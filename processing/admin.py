@@ -11,7 +11,7 @@ from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
 
-from processing import matters
+from processing import matters, tokens
 from processing.jobs import actions
 from processing.models import (
     ApiToken,
@@ -229,5 +229,43 @@ class AuditEventAdmin(ReadOnlyAdmin):
 
 @admin.register(ApiToken)
 class ApiTokenAdmin(admin.ModelAdmin):
-    list_display = ["prefix", "user", "name", "created_at", "last_used_at"]
-    readonly_fields = ["prefix", "key_hash", "created_at", "last_used_at"]
+    """Tokens: created here (the token is shown once, in a message), revoked by an action;
+    only the hash is stored, so a lost token is revoked and made again."""
+
+    list_display = [
+        "prefix",
+        "user",
+        "name",
+        "created_at",
+        "expires_at",
+        "revoked_at",
+        "last_used_at",
+    ]
+    list_filter = [("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["prefix", "user__username", "name"]
+    fields = ["user", "name", "expires_at", "prefix", "created_at", "last_used_at", "revoked_at"]
+    readonly_fields = ["prefix", "created_at", "last_used_at", "revoked_at"]
+    actions = ["revoke_tokens"]
+
+    def get_readonly_fields(self, request: HttpRequest, obj: Any = None) -> list[str]:
+        """A token's user is fixed once it exists."""
+        return [*self.readonly_fields, "user"] if obj is not None else self.readonly_fields
+
+    def save_model(self, request: HttpRequest, obj: Any, form: Any, change: bool) -> None:
+        if change:
+            super().save_model(request, obj, form, change)
+            return
+        token, raw = tokens.create_token(obj.user, name=obj.name, expires_at=obj.expires_at)
+        for field in ("pk", "prefix", "key_hash", "created_at"):  # what admin shows next
+            setattr(obj, field, getattr(token, field))
+        obj._state.adding = False
+        self.message_user(
+            request,
+            f"API token for {obj.user}: {raw} — copy it now, it is not shown again.",
+            messages.WARNING,
+        )
+
+    @admin.action(description="Revoke the selected tokens")
+    def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:
+        count = tokens.revoke(queryset)
+        self.message_user(request, f"Revoked {count} token{'s' if count != 1 else ''}.")

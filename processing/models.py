@@ -8,6 +8,7 @@ are the stages' checkpoints: a rerun skips the items that already have a row.
 from __future__ import annotations
 
 import uuid
+from datetime import datetime
 from typing import Any
 
 from django.conf import settings
@@ -478,6 +479,14 @@ class ApiToken(models.Model):
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)
+    expires_at = models.DateTimeField(
+        null=True, blank=True, help_text="After this it is refused; empty: it does not expire."
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True, help_text="Refused from then on.")
 
     def __str__(self) -> str:
         return f"{self.prefix}… ({self.user})"
+
+    def usable(self, now: datetime) -> bool:
+        """Neither revoked nor expired at ``now``."""
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)

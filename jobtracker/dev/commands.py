@@ -423,6 +423,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"Unknown command {argv[0]!r}.\n\n{USAGE}", end="", file=sys.stderr)
         return 2
     os.chdir(ROOT)
+    # Everything ./dev runs is development: settings may then use a development
+    # SECRET_KEY (in production a missing one stops the start; see settings.py).
+    os.environ.setdefault("JOBTRACKER_DEV", "1")
     signal.signal(signal.SIGTERM, _raise_terminated)
     signal.signal(signal.SIGHUP, _raise_terminated)
     try:
