@@ -44,6 +44,8 @@ _embedded = dev_services.read_state(DATA_DIR) or {}
 # ./dev has run (its data folder exists). Anywhere else (production) a SECRET_KEY must
 # be given.
 DEVELOPMENT = DEBUG or env_bool("JOBTRACKER_DEV", False) or DATA_DIR.is_dir()
+# /api/docs and /api/openapi.json: on in development, off in production unless set.
+API_DOCS = env_bool("API_DOCS", DEVELOPMENT)
 SECRET_KEY = os.environ.get("SECRET_KEY", "")
 if not SECRET_KEY:
     if not DEVELOPMENT:

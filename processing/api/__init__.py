@@ -13,6 +13,7 @@ the whole API for integrators.
 
 from __future__ import annotations
 
+from django.conf import settings
 from django.http import HttpRequest, HttpResponse
 from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
@@ -29,6 +30,10 @@ api = NinjaAPI(
     description="Track document-processing jobs. See docs/api.md.",
     auth=[BearerToken(), SessionLogin()],
     urls_namespace="api",
+    # The interactive docs and the OpenAPI document: on in development, and in
+    # production only if API_DOCS says so.
+    docs_url="/docs" if settings.API_DOCS else None,
+    openapi_url="/openapi.json" if settings.API_DOCS else None,
 )
 
 

@@ -1,11 +1,16 @@
-"""``ensure_demo``: the demo account and matter that the run command prints."""
+"""``ensure_demo``: the demo account and matter that the run command prints.
+
+Development only (``./dev run`` calls it): a known password on a superuser has no
+place in production, so anywhere else it refuses.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from processing.models import Matter, Membership, Role
 
@@ -20,6 +25,8 @@ class Command(BaseCommand):
         parser.add_argument("--password", default="demo-password-123")
 
     def handle(self, *args: Any, username: str, password: str, **options: Any) -> None:
+        if not settings.DEVELOPMENT:
+            raise CommandError("The demo account is for development (./dev run) only.")
         User = get_user_model()
         user = User.objects.filter(username=username).first()
         if user is None:
