@@ -50,7 +50,7 @@ TICK = 0.02
 """Seconds between two rounds of pushes: how long a status change may wait."""
 SUMMARY_INTERVAL = 2.0
 """Seconds at least between two summaries of a matter whose counts moved."""
-SUMMARY_REFRESH = 10.0
+SUMMARY_REFRESH = 4.0
 """Seconds between two summaries of a matter whose jobs only progress (its banner's
 percentage and ETA): each costs an aggregate statement and an estimate."""
 LANES = 4
