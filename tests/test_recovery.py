@@ -234,6 +234,21 @@ def test_two_passes_at_once_enqueue_each_lost_job_exactly_once(
     assert set(ProcessingJob.objects.values_list("status", flat=True)) == {JobStatus.COMPLETED}
 
 
+def test_a_job_that_moved_on_since_it_was_checked_is_not_requeued(
+    matter: Matter, alice: Any
+) -> None:
+    job = new_job(matter, alice)
+    job.refresh_from_db()
+    checked = job.dispatch_id
+    lifecycle.prioritize(job, by=alice)  # a new token since the check
+    assert lifecycle.requeue_lost(job.pk, lost_dispatch=checked) is None
+    job.refresh_from_db()
+    assert lifecycle.begin_stage(job.pk, job.dispatch_id, worker="test") is not None
+    assert lifecycle.requeue_lost(job.pk, lost_dispatch=job.dispatch_id) is None  # running
+    assert requeued_events(job) == 0
+    assert len(queued_rq_ids()) == 2  # the first entry (now stale) and the prioritised one
+
+
 # --- the commands ----------------------------------------------------------------------------
 
 
