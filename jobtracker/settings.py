@@ -190,6 +190,19 @@ STAGE_TIMEOUT = env_int("STAGE_TIMEOUT", 1800)
 # a stage times out and retries, resuming after the pages it finished.
 STAGE_TIMEOUT_MAX = env_int("STAGE_TIMEOUT_MAX", 12 * 3600)
 
+# Recovery (processing.jobs.recovery, run by `manage.py upkeep` and `manage.py recover`):
+# a QUEUED job untouched for this long whose queue entry is gone is enqueued again; the
+# grace keeps a pass from racing an enqueue happening right now (a fresh upload's).
+RECOVERY_GRACE_SECONDS = float(os.environ.get("RECOVERY_GRACE_SECONDS", "10"))
+# `manage.py upkeep` runs a recovery pass this often, and the retention pass this often.
+RECOVERY_INTERVAL = float(os.environ.get("RECOVERY_INTERVAL", "5"))
+RETENTION_INTERVAL = float(os.environ.get("RETENTION_INTERVAL", "300"))
+# Retention (processing.jobs.retention, `manage.py prune`): RQ's data of finished and failed
+# queue entries is removed after this many hours, and the stage history of jobs that
+# finished more than this many days ago. The audit trail is kept (it is append-only).
+RQ_RESULT_RETENTION_HOURS = float(os.environ.get("RQ_RESULT_RETENTION_HOURS", "24"))
+STAGE_HISTORY_RETENTION_DAYS = float(os.environ.get("STAGE_HISTORY_RETENTION_DAYS", "30"))
+
 # Tests (pytest sets PYTEST_VERSION) keep their queues, channels and files apart, so a
 # running `./dev run` on the same servers never picks up a test's work.
 TESTING = "PYTEST_VERSION" in os.environ

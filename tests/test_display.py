@@ -34,6 +34,9 @@ def job(status: str, stage_statuses: list[str], **fields: Any) -> dict[str, Any]
         "eta_seconds": None,
         "estimated_completion": None,
         "error_code": None,
+        "current_stage": "",
+        "retry_count": 0,
+        "priority": "default",
         **fields,
     }
 

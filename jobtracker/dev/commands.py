@@ -260,6 +260,9 @@ def cmd_run(args: list[str]) -> int:
         ]
         # Pushes every job change to the pages' websockets (processing.live.relay).
         children.append(Child("live", [sys.executable, "manage.py", "live_relay"]))
+        # Re-enqueues jobs whose queue entry was lost; prunes old RQ data and stage history
+        # (processing.jobs.recovery, processing.jobs.retention).
+        children.append(Child("upkeep", [sys.executable, "manage.py", "upkeep"]))
         shown = host if host not in ("0.0.0.0", "::", "") else "localhost"
         if ":" in shown:
             shown = f"[{shown}]"

@@ -29,6 +29,7 @@ function               job status                   called by
                        FAILED -> COMPLETED          person; the failed stage was the last
 ``cancel``             QUEUED|PROCESSING -> CANCEL  person
 ``prioritize``         QUEUED (queue only)          person
+``requeue_lost``       QUEUED (queue only)          recovery: its queue entry was lost
 =====================  ===========================  ==============================
 
 A person's actions reach these through :mod:`processing.jobs.actions`, which the
@@ -87,6 +88,7 @@ __all__ = [
     "fail_stage",
     "prioritize",
     "record_progress",
+    "requeue_lost",
     "retry",
     "skip",
     "skip_stage",
@@ -709,4 +711,41 @@ def prioritize(
         _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
         _audit(job, "prioritized", by, from_status=JobStatus.QUEUED, reason=reason, address=address)
         _announce(job)
+    return job
+
+
+# --- what recovery does -----------------------------------------------------------------
+
+
+def requeue_lost(
+    job_id: uuid.UUID | str, *, lost_dispatch: uuid.UUID | str
+) -> ProcessingJob | None:
+    """QUEUED (queue only): enqueue again a job whose queue entry was lost.
+
+    Called by :mod:`processing.jobs.recovery` once it found no live RQ entry for
+    the dispatch ``lost_dispatch``. The job gets a new dispatch token, so an entry
+    of the old one that turns up after all (a Redis that comes back with its data)
+    stands down. An automatic retry still waiting for its time is scheduled for
+    it, never run early. The status does not change; the audit trail records
+    ``requeued`` by the system. Returns None, doing nothing, when the job is no
+    longer QUEUED under ``lost_dispatch`` (it moved on since it was checked).
+    """
+    with transaction.atomic():
+        job = _locked(job_id)
+        if job.status != JobStatus.QUEUED or str(job.dispatch_id) != str(lost_dispatch):
+            return None
+        now = timezone.now()
+        when = job.next_attempt_at if job.next_attempt_at and job.next_attempt_at > now else None
+        _dispatch(job, when=when)
+        _save(job, "dispatch_id")
+        _audit(
+            job,
+            "requeued",
+            None,
+            from_status=job.status,
+            queue=job.queue_name,
+            stage=job.current_stage,
+            lost_dispatch=str(lost_dispatch),
+            scheduled_for=when.isoformat() if when else None,
+        )
     return job

@@ -207,6 +207,7 @@ _AUDIT_WORDS = {
     "prioritized": "moved it to the front of the queue",
     "stage_stopped": "stopped the stage still running after the cancel",
     "stage_skipped": "skipped the failed stage and let it go on",
+    "requeued": "put it back in its queue, whose entry was lost",
 }
 
 

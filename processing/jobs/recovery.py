@@ -1,0 +1,188 @@
+"""Recovery: rebuild lost queue entries from the database, one pass at a time.
+
+PostgreSQL is the record of every job; Redis only holds the queue entries that
+make workers run them. An entry can go missing while its job waits: Redis was
+unreachable when the job was enqueued (:func:`dispatch.enqueue_stage` logs and
+goes on), the process died between the commit and its ``on_commit`` enqueue,
+Redis lost its data (a restart without persistence, FLUSHALL), or a worker took
+the entry and failed before the stage began (PostgreSQL away: RQ files it as
+failed, and the job is still QUEUED under that entry's token).
+
+What a pass finds: every QUEUED job, untouched for ``RECOVERY_GRACE_SECONDS``,
+whose current dispatch (``dispatch_id``, see :func:`dispatch.rq_job_id`) has
+no live RQ entry: none that is queued, scheduled (an automatic retry waiting in
+RQ's scheduler), started or deferred. It reads only QUEUED rows (the partial
+index ``job_active``), and asks Redis about them in one pipeline per batch.
+
+What it does: hands each such job to :func:`lifecycle.requeue_lost`, which issues
+a new dispatch token and enqueues the job's current stage after commit (at its
+``next_attempt_at`` when that is still ahead, so a retry is never run early),
+and audits ``requeued``. It returns a :class:`RecoveryReport`.
+
+Why it is safe to run from several hosts at once: only jobs found lost are
+locked, with ``SELECT … FOR UPDATE SKIP LOCKED``, so one pass never waits for
+another, nor holds up a worker beginning a stage that has a live entry; a row
+another pass holds is skipped, and once that pass commits the row has a new
+token and ``updated_at``, so it no longer matches what this pass checked
+(``requeue_lost`` re-checks the token under the lock). Each lost entry is
+therefore replaced exactly once. The grace period keeps a pass from racing an
+enqueue that is happening right now (a fresh upload's ``on_commit``); should it
+race one anyway, the new token makes the older entry stand down, so the stage
+still runs once.
+
+Not here yet: jobs PROCESSING on a worker that died (that needs a lease on the
+running stage), and a PROCESSING job whose next stage was never enqueued.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import QuerySet
+from django.utils import timezone
+from redis import Redis
+from rq.job import Job, JobStatus
+
+from processing.jobs import dispatch, lifecycle
+from processing.jobs.states import JobStatus as ProcessingStatus
+from processing.models import ProcessingJob
+
+logger = logging.getLogger(__name__)
+
+BATCH = 500
+"""Jobs checked against Redis in one pipeline, and locked in one transaction."""
+
+LIVE_RQ_STATUSES = frozenset(
+    {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED}
+)
+"""An RQ entry in one of these will still run (or is running) its stage."""
+
+
+@dataclass
+class RecoveryReport:
+    """What one recovery pass did."""
+
+    checked: int = 0
+    """QUEUED jobs past the grace period whose queue entry was looked up."""
+    requeued: list[uuid.UUID] = field(default_factory=list)
+    """Jobs whose entry was lost, enqueued again to run now."""
+    rescheduled: list[uuid.UUID] = field(default_factory=list)
+    """Automatic retries whose scheduled entry was lost, scheduled again for their time."""
+
+    @property
+    def rescued(self) -> int:
+        """How many jobs got a new queue entry."""
+        return len(self.requeued) + len(self.rescheduled)
+
+    def lines(self) -> list[str]:
+        """The report in words, one line per kind of rescue."""
+        lines = []
+        if self.requeued:
+            lines.append(
+                f"re-enqueued {_jobs(len(self.requeued))} whose queue entry was lost: "
+                + ", ".join(map(str, self.requeued))
+            )
+        if self.rescheduled:
+            lines.append(
+                f"re-scheduled {_jobs(len(self.rescheduled))} waiting for an automatic retry "
+                "whose scheduled entry was lost: " + ", ".join(map(str, self.rescheduled))
+            )
+        return lines or [f"nothing to recover ({_jobs(self.checked)} queued, all in their queue)"]
+
+
+def _jobs(count: int) -> str:
+    return f"{count} job" if count == 1 else f"{count} jobs"
+
+
+def recover(*, now: datetime | None = None) -> RecoveryReport:
+    """One recovery pass: enqueue again every QUEUED job whose queue entry was lost."""
+    now = now or timezone.now()
+    cutoff = now - timedelta(seconds=float(settings.RECOVERY_GRACE_SECONDS))
+    report = RecoveryReport()
+    connection = dispatch.redis_connection()
+    for batch in _queued_batches(cutoff):
+        report.checked += len(batch)
+        live = _live(connection, batch)
+        lost = [(job_id, token) for job_id, token in batch if not live[job_id]]
+        if lost:
+            _requeue(lost, cutoff, report)
+    if report.rescued:
+        logger.info("Recovery: %s", "; ".join(report.lines()))
+    return report
+
+
+def candidates(cutoff: datetime) -> QuerySet[ProcessingJob]:
+    """QUEUED jobs untouched since ``cutoff``, in the order they were queued."""
+    return ProcessingJob.objects.filter(
+        status=ProcessingStatus.QUEUED, updated_at__lte=cutoff
+    ).order_by("enqueued_at", "id")
+
+
+def _queued_batches(cutoff: datetime) -> Iterator[list[tuple[uuid.UUID, uuid.UUID]]]:
+    """(id, dispatch_id) of QUEUED jobs untouched since ``cutoff``, oldest first, in batches.
+
+    Keyset pagination on (enqueued_at, id): the order they were queued in, so jobs
+    rebuilt after Redis lost its data go back in the order they had.
+    """
+    queued = candidates(cutoff)
+    after: tuple[datetime, uuid.UUID] | None = None
+    while True:
+        page = queued
+        if after is not None:
+            page = page.filter(enqueued_at__gte=after[0]).exclude(
+                enqueued_at=after[0], id__lte=after[1]
+            )
+        rows = list(page.values_list("id", "dispatch_id", "enqueued_at")[:BATCH])
+        if not rows:
+            return
+        yield [(job_id, token) for job_id, token, _ in rows]
+        if len(rows) < BATCH:
+            return
+        after = (rows[-1][2], rows[-1][0])
+
+
+def _live(connection: Redis, batch: Sequence[tuple[uuid.UUID, uuid.UUID]]) -> dict[uuid.UUID, bool]:
+    """For each job of ``batch``, whether its current dispatch has a live RQ entry."""
+    pipe = connection.pipeline(transaction=False)
+    for job_id, token in batch:
+        pipe.hget(Job.key_for(dispatch.rq_job_id(job_id, token)), "status")
+    statuses = pipe.execute()
+    return {
+        job_id: status is not None and status.decode() in LIVE_RQ_STATUSES
+        for (job_id, _), status in zip(batch, statuses, strict=True)
+    }
+
+
+def _requeue(
+    lost: list[tuple[uuid.UUID, uuid.UUID]],
+    cutoff: datetime,
+    report: RecoveryReport,
+) -> None:
+    """Claim the lost jobs no other pass holds, and give each a new queue entry."""
+    checked = dict(lost)
+    with transaction.atomic():
+        claimed = (
+            ProcessingJob.objects.select_for_update(skip_locked=True)
+            .filter(pk__in=checked, status=ProcessingStatus.QUEUED, updated_at__lte=cutoff)
+            .order_by("enqueued_at", "id")
+            .values_list("id", flat=True)
+        )
+        for job_id in list(claimed):
+            try:
+                job = lifecycle.requeue_lost(job_id, lost_dispatch=checked[job_id])
+            except Exception:
+                # One job that cannot be enqueued (its job type is no longer registered)
+                # must not keep the others from theirs; its savepoint was rolled back.
+                logger.exception("Recovery could not enqueue job %s again", job_id)
+                continue
+            if job is None:
+                continue
+            due = job.next_attempt_at
+            waiting = due is not None and due > timezone.now()
+            (report.rescheduled if waiting else report.requeued).append(job_id)
