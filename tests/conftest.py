@@ -7,6 +7,7 @@ while testing (see settings.TESTING), and each test starts with empty queues.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import os
@@ -291,3 +292,40 @@ def job_of(response: Any) -> ProcessingJob:
     return ProcessingJob.objects.select_related("document").get(
         pk=response.json()["data"]["job"]["job_id"]
     )
+
+
+def queued_rq_ids() -> list[str]:
+    """Every RQ job waiting in the queues."""
+    return [job_id for name in QUEUES for job_id in django_rq.get_queue(name).job_ids]
+
+
+@contextlib.contextmanager
+def redis_unreachable(settings: Any) -> Iterator[None]:
+    """RQ (and so the lifecycle's announcements and enqueues) pointed at a port nothing
+    listens on, for what runs inside."""
+    from processing.jobs import dispatch
+
+    saved = settings.RQ_QUEUES
+    settings.RQ_QUEUES = {
+        name: {**queue, "URL": "redis://127.0.0.1:1/0"} for name, queue in saved.items()
+    }
+    dispatch._own_connection.cache_clear()
+    try:
+        yield
+    finally:
+        settings.RQ_QUEUES = saved
+        dispatch._own_connection.cache_clear()
+
+
+def failed_job(matter: Matter, by: Any, name: str = "broken.pdf") -> ProcessingJob:
+    """A job whose first stage failed for good (CORRUPT_DOCUMENT), driven by hand."""
+    from processing.errors import CorruptDocument
+    from processing.jobs import lifecycle
+    from processing.jobs.states import JobStatus
+
+    job = lifecycle.create_job(stored_document(matter, by, name), by=by)
+    started = lifecycle.begin_stage(job.pk, job.dispatch_id)
+    assert started is not None
+    failed = lifecycle.fail_stage(*started, CorruptDocument())
+    assert failed is not None and failed.status == JobStatus.FAILED
+    return failed

@@ -11,7 +11,6 @@ from django.db import connection
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
-from processing.errors import CorruptDocument
 from processing.jobs import lifecycle
 from processing.jobs.states import JobStatus
 from processing.models import (
@@ -24,7 +23,7 @@ from processing.models import (
     ProcessingState,
     Role,
 )
-from tests.conftest import stored_document
+from tests.conftest import failed_job, stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,15 +46,6 @@ def _job(matter: Matter, alice: Any, name: str = "a.pdf") -> ProcessingJob:
     return lifecycle.create_job(stored_document(matter, alice, name), by=alice)
 
 
-def _failed(matter: Matter, alice: Any, name: str = "broken.pdf") -> ProcessingJob:
-    job = _job(matter, alice, name)
-    started = lifecycle.begin_stage(job.pk, job.dispatch_id)
-    assert started is not None
-    failed = lifecycle.fail_stage(*started, CorruptDocument())
-    assert failed is not None and failed.status == JobStatus.FAILED
-    return failed
-
-
 def _run_action(client: Client, action: str, *jobs: ProcessingJob) -> Any:
     return client.post(
         JOBS,
@@ -71,7 +61,7 @@ def _messages(response: Any) -> list[str]:
 def test_retry_in_admin_requeues_the_job_and_audits_the_staff_user(
     admin_client: Client, staff: Any, matter: Matter, alice: Any
 ) -> None:
-    job = _failed(matter, alice)
+    job = failed_job(matter, alice)
     response = _run_action(admin_client, "retry_jobs", job)
     assert response.status_code == 200
     assert "Retry: 1 job(s)." in _messages(response)
@@ -86,7 +76,7 @@ def test_an_action_the_status_does_not_allow_is_refused_by_name_and_changes_noth
     admin_client: Client, matter: Matter, alice: Any
 ) -> None:
     queued = _job(matter, alice, "waiting.pdf")
-    failed = _failed(matter, alice)
+    failed = failed_job(matter, alice)
     response = _run_action(admin_client, "skip_jobs", queued, failed)
     shown = _messages(response)
     assert "Skip: 1 job(s)." in shown
@@ -137,7 +127,7 @@ def test_every_admin_action_is_audited_with_the_staff_user_and_their_address(
     after: str,
     recorded: str,
 ) -> None:
-    job = _failed(matter, alice) if start == JobStatus.FAILED else _job(matter, alice)
+    job = failed_job(matter, alice) if start == JobStatus.FAILED else _job(matter, alice)
     response = admin_client.post(
         JOBS,
         {"action": action, "_selected_action": [str(job.pk)]},
@@ -156,7 +146,7 @@ def test_every_admin_action_is_audited_with_the_staff_user_and_their_address(
 def test_the_job_form_cannot_change_what_the_lifecycle_owns(
     admin_client: Client, matter: Matter, alice: Any
 ) -> None:
-    job = _failed(matter, alice)
+    job = failed_job(matter, alice)
     run = job.stage_runs.get()
     page = admin_client.get(f"{JOBS}{job.pk}/change/").content.decode()
     for field in ("status", "progress", "items_done", "current_stage", "skipped_stages"):

@@ -19,7 +19,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import django_rq
 import pytest
 from django.conf import settings
 from django.core.files.uploadedfile import SimpleUploadedFile
@@ -28,7 +27,6 @@ from django.test import Client
 
 from processing.errors import CorruptDocument
 from processing.jobs import lifecycle
-from processing.jobs.queues import QUEUES
 from processing.models import (
     AuditEvent,
     Document,
@@ -40,7 +38,7 @@ from processing.models import (
     StageRun,
 )
 from processing.uploads import accept_upload
-from tests.conftest import ApiClient, job_of, make_pdf, stored_document
+from tests.conftest import ApiClient, job_of, make_pdf, queued_rq_ids, stored_document
 
 pytestmark = pytest.mark.django_db
 needs_worker = pytest.mark.django_db(transaction=True)
@@ -487,11 +485,6 @@ def test_an_upload_stores_the_document_and_queues_its_job(
     assert data["job"]["id"] == str(job.pk) and data["job"]["status"] == "QUEUED"
     assert job.created_by == alice
     assert data["duplicate"] is False
-
-
-def queued_rq_ids() -> list[str]:
-    """Every RQ job waiting in the queues."""
-    return [job_id for name in QUEUES for job_id in django_rq.get_queue(name).job_ids]
 
 
 @needs_worker

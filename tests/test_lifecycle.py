@@ -9,7 +9,6 @@ import pytest
 
 from processing.errors import CorruptDocument, InternalError
 from processing.jobs import lifecycle
-from processing.jobs.queues import QUEUES
 from processing.jobs.states import (
     JOB_TRANSITIONS,
     STAGE_TRANSITIONS,
@@ -21,18 +20,11 @@ from processing.jobs.states import (
 )
 from processing.models import AuditEvent, Document, ProcessingJob, StageRun
 from processing.pipeline.registry import Stage, get_pipeline, register
-from tests.conftest import stored_document
+from tests.conftest import queued_rq_ids, stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
 TWO_STAGES = "TEST_TWO_STAGES"
-
-
-def queued_rq_ids() -> list[str]:
-    ids: list[str] = []
-    for name in QUEUES:
-        ids += django_rq.get_queue(name).job_ids
-    return ids
 
 
 @pytest.fixture

@@ -17,7 +17,7 @@ from django.db import connections
 from django.test import Client
 
 from jobtracker.asgi import application
-from processing.jobs import dispatch, lifecycle
+from processing.jobs import lifecycle
 from processing.jobs.states import JobStatus
 from processing.live import notices, relay
 from processing.live.consumers import FORBIDDEN
@@ -25,7 +25,7 @@ from processing.models import Matter, ProcessingJob, Role
 from processing.payloads import job_payload
 from processing.pipeline.registry import Stage, register
 from processing.tokens import create_token
-from tests.conftest import stored_document
+from tests.conftest import redis_unreachable, stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -230,17 +230,9 @@ def test_progress_is_coalesced_and_the_last_state_always_arrives(team: Matter, a
 def test_a_transition_succeeds_when_its_announcement_cannot_reach_redis(
     team: Matter, alice: Any, settings: Any, caplog: Any
 ) -> None:
-    # A Redis that is not there: nothing listens on this port.
-    settings.RQ_QUEUES = {
-        name: {**queue, "URL": "redis://127.0.0.1:1/0"}
-        for name, queue in settings.RQ_QUEUES.items()
-    }
-    dispatch._own_connection.cache_clear()
-    try:
+    with redis_unreachable(settings):
         job = _create_job(team, alice)
         cancelled = lifecycle.cancel(job, by=alice)
-    finally:
-        dispatch._own_connection.cache_clear()
     assert ProcessingJob.objects.get(pk=job.pk).status == JobStatus.CANCELLED
     assert cancelled.status == JobStatus.CANCELLED
     assert "Could not announce a change of job" in caplog.text

@@ -11,14 +11,13 @@ import pytest
 from django.contrib.auth import get_user_model
 from django.test import Client
 
-from processing.errors import CorruptDocument
 from processing.jobs import actions, lifecycle
 from processing.jobs.states import JobStatus
 from processing.live import messages
 from processing.models import AuditEvent, Matter, ProcessingJob, Role
 from processing.permissions import Action
 from processing.web.job_actions import outcome_words
-from tests.conftest import stored_document
+from tests.conftest import failed_job, stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -47,15 +46,6 @@ def queued(matter: Matter, by: Any, name: str = "a.pdf") -> ProcessingJob:
     return lifecycle.create_job(stored_document(matter, by, name), by=by)
 
 
-def failed(matter: Matter, by: Any, name: str = "broken.pdf") -> ProcessingJob:
-    job = queued(matter, by, name)
-    started = lifecycle.begin_stage(job.pk, job.dispatch_id)
-    assert started is not None
-    done = lifecycle.fail_stage(*started, CorruptDocument())
-    assert done is not None and done.status == JobStatus.FAILED
-    return done
-
-
 def buttons(html: str, job: ProcessingJob) -> list[str]:
     """The labels of the buttons in the job's row."""
     start = html.index(f'<li id="job-{job.pk}"')
@@ -75,7 +65,7 @@ def test_each_role_sees_the_buttons_its_role_allows_on_the_dashboard_and_job_pag
     team: Matter, alice: Any
 ) -> None:
     bob = user("bob")
-    broken = failed(team, alice)
+    broken = failed_job(team, alice)
     alices = queued(team, alice, "alice.pdf")
     bobs = queued(team, bob, "bob.pdf")
     page = f"/matters/{team.pk}/"
@@ -136,7 +126,7 @@ CASES = [
 def test_an_action_from_the_page_is_taken_or_refused_as_the_role_allows(
     team: Matter, alice: Any, action: str, before: str, who: str, expected: int, after: str
 ) -> None:
-    job = failed(team, alice) if before == "failed" else queued(team, alice)
+    job = failed_job(team, alice) if before == "failed" else queued(team, alice)
     events = AuditEvent.objects.filter(job=job).count()
     response = browser_of(who).post(
         f"/jobs/{job.pk}/{action}", {"reason": "checked with the client"}, REMOTE_ADDR="10.0.0.7"
@@ -171,7 +161,7 @@ def test_a_member_cancels_their_own_upload_from_the_page(team: Matter) -> None:
 
 
 def test_a_reason_too_long_is_refused_and_nothing_changes(team: Matter, alice: Any) -> None:
-    job = failed(team, alice)
+    job = failed_job(team, alice)
     response = browser_of("alice").post(f"/jobs/{job.pk}/retry", {"reason": "x" * 1001})
     assert response.status_code == 400
     assert "at most 1000 characters" in response.content.decode()
@@ -179,7 +169,7 @@ def test_a_reason_too_long_is_refused_and_nothing_changes(team: Matter, alice: A
 
 
 def test_an_unknown_action_is_not_found(team: Matter, alice: Any) -> None:
-    job = failed(team, alice)
+    job = failed_job(team, alice)
     assert browser_of("alice").post(f"/jobs/{job.pk}/explode").status_code == 404
     assert browser_of("alice").get(f"/jobs/{job.pk}/retry").status_code == 405
 
@@ -190,7 +180,7 @@ def test_an_unknown_action_is_not_found(team: Matter, alice: Any) -> None:
 def test_the_owner_retries_all_failed_after_a_confirmation_with_the_count(
     team: Matter, alice: Any
 ) -> None:
-    broken = [failed(team, alice, f"broken-{n}.pdf") for n in range(3)]
+    broken = [failed_job(team, alice, f"broken-{n}.pdf") for n in range(3)]
     waiting = queued(team, alice, "waiting.pdf")
     client = browser_of("alice")
     page = unescape(client.get(f"/matters/{team.pk}/?status=FAILED").content.decode())
@@ -214,7 +204,7 @@ def test_the_owner_cancels_all_pending_and_only_owners_see_or_run_bulk(
     team: Matter, alice: Any
 ) -> None:
     pending = [queued(team, alice, f"p{n}.pdf") for n in range(2)]
-    broken = failed(team, alice)
+    broken = failed_job(team, alice)
     for name in ("bob", "vera"):
         page = browser_of(name).get(f"/matters/{team.pk}/").content.decode()
         assert "Cancel all pending" not in page and "Retry all failed" not in page
@@ -235,7 +225,7 @@ def test_the_owner_cancels_all_pending_and_only_owners_see_or_run_bulk(
 def test_a_bulk_action_over_allowed_and_refused_jobs_says_what_was_refused_and_why(
     team: Matter, alice: Any
 ) -> None:
-    retryable = [failed(team, alice, f"b{n}.pdf") for n in range(2)]
+    retryable = [failed_job(team, alice, f"b{n}.pdf") for n in range(2)]
     running = queued(team, alice, "running.pdf")
     started = lifecycle.begin_stage(running.pk, running.dispatch_id)
     assert started is not None
@@ -251,7 +241,7 @@ def test_a_bulk_action_over_allowed_and_refused_jobs_says_what_was_refused_and_w
 def test_a_pushed_row_carries_no_buttons_and_fetches_its_readers_own(
     team: Matter, alice: Any
 ) -> None:
-    job = failed(team, alice)
+    job = failed_job(team, alice)
     html = messages.build_update(team.pk, [ProcessingJob.objects.get(pk=job.pk)])["html"]
     assert "<form" not in html  # the same for everyone on the matter
     assert f'hx-get="/jobs/{job.pk}/actions"' in html and 'hx-trigger="load"' in html

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import io
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,11 +17,10 @@ from rq.registry import FinishedJobRegistry, ScheduledJobRegistry
 
 from processing.errors import ServiceUnavailable
 from processing.jobs import dispatch, lifecycle, recovery
-from processing.jobs.queues import QUEUES
 from processing.jobs.states import JobStatus
 from processing.models import AuditEvent, Matter, ProcessingJob, StageRun
 from processing.pipeline.registry import Stage, register
-from tests.conftest import job_of, make_pdf, stored_document
+from tests.conftest import job_of, make_pdf, queued_rq_ids, redis_unreachable, stored_document
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -49,28 +46,6 @@ def two_stage_pipeline() -> None:
 def no_grace(settings: Any) -> None:
     """Recovery looks at jobs the moment they are queued (the grace is tested on its own)."""
     settings.RECOVERY_GRACE_SECONDS = 0
-
-
-@contextlib.contextmanager
-def redis_unreachable(settings: Any) -> Iterator[None]:
-    """RQ pointed at a port nothing listens on, for what runs inside."""
-    saved = settings.RQ_QUEUES
-    settings.RQ_QUEUES = {
-        name: {**queue, "URL": "redis://127.0.0.1:1/0"} for name, queue in saved.items()
-    }
-    dispatch._own_connection.cache_clear()
-    try:
-        yield
-    finally:
-        settings.RQ_QUEUES = saved
-        dispatch._own_connection.cache_clear()
-
-
-def queued_rq_ids() -> list[str]:
-    ids: list[str] = []
-    for name in QUEUES:
-        ids += django_rq.get_queue(name).job_ids
-    return ids
 
 
 def rq_id(job: ProcessingJob) -> str:
