@@ -62,12 +62,19 @@ def browser() -> Iterator[Any]:
         browser.close()
 
 
+# What Chromium refused under the pages' Content-Security-Policy, as it says on the console.
+CSP_REFUSALS: list[str] = []
+
+
 @pytest.fixture(autouse=True)
 def _close_pages(browser: Any) -> Iterator[None]:
-    """Each test's pages go with it: a page left open keeps reconnecting its socket."""
+    """Each test's pages go with it (a page left open keeps reconnecting its socket), and
+    no page may have broken its Content-Security-Policy: the pages work under it."""
+    CSP_REFUSALS.clear()
     yield
     for context in browser.contexts:
         context.close()
+    assert not CSP_REFUSALS, CSP_REFUSALS
 
 
 def _free_port() -> int:
@@ -166,6 +173,13 @@ def live_app(app: LiveApp) -> str:
 def log_in(browser: Any, url: str, username: str) -> Any:
     page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
     page.set_default_timeout(20_000)
+    page.on(
+        "console",
+        lambda message: (
+            "Content Security Policy" in message.text
+            and CSP_REFUSALS.append(f"{page.url}: {message.text}")
+        ),
+    )
     page.goto(f"{url}/login/")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
@@ -510,3 +524,20 @@ def test_a_viewer_sees_no_buttons_even_as_pushes_arrive(
     row.locator(".job-status:has-text('Queued')").wait_for()
     assert row.locator(".job-actions summary").count() == 0
     assert viewer.locator("form[hx-post]").count() == 0
+
+
+def test_the_pages_admin_and_api_docs_work_under_the_content_security_policy(
+    browser: Any, web_only: LiveApp, make_user: Any, make_matter: Any
+) -> None:
+    staff = make_user("ines", is_staff=True, is_superuser=True)
+    matter = make_matter(staff, "Harbour lease")
+    page = log_in(browser, web_only.url, "ines")
+    response = page.goto(f"{web_only.url}/matters/{matter.pk}/")
+    policy = response.headers["content-security-policy"]
+    assert "script-src 'self'" in policy and "unsafe" not in policy
+    page.wait_for_function("() => typeof window.jtPolling === 'function'")
+    page.goto(f"{web_only.url}/admin/processing/processingjob/")
+    page.wait_for_selector("#changelist")
+    page.goto(f"{web_only.url}/api/docs")
+    page.wait_for_selector(".swagger-ui .info")  # rendered by its own scripts, from this site
+    # _close_pages asserts that none of them broke the policy.

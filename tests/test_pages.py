@@ -59,7 +59,7 @@ def test_a_polled_row_answers_286_once_its_job_is_finished(matter: Matter, alice
     for path in (f"/jobs/{job.pk}/row", f"/jobs/{job.pk}/history"):
         waiting = client.get(path)
         assert waiting.status_code == 200, path
-        assert 'hx-trigger="every 2s [jtPolling()], jt:resync' in waiting.content.decode()
+        assert 'hx-trigger="every 2s, jt:resync' in waiting.content.decode()
     assert "1st in line" in client.get(f"/jobs/{job.pk}/row").content.decode()
     finish(job)
     for path in (f"/jobs/{job.pk}/row", f"/jobs/{job.pk}/history"):

@@ -55,7 +55,9 @@ def _code(*lines: str) -> str:
 
 ASK_DOCS = (
     "from django.test import Client",
-    "print(Client().get('/api/docs').status_code, Client().get('/api/openapi.json').status_code)",
+    "client = Client()",
+    "print(client.get('/api/docs', secure=True).status_code,"
+    " client.get('/api/openapi.json', secure=True).status_code)",
 )
 
 
@@ -71,3 +73,45 @@ def test_the_demo_account_is_refused_outside_development(tmp_path: Path) -> None
     refused = start(tmp_path, "manage.py", "ensure_demo", SECRET_KEY="x" * 50)
     assert refused.returncode != 0
     assert "for development (./dev run) only" in refused.stderr
+
+
+PRODUCTION = {"SECRET_KEY": "k7Qx-" * 12, "ALLOWED_HOSTS": "jobs.example.com"}
+
+
+def test_the_deploy_check_passes_with_production_settings(tmp_path: Path) -> None:
+    checked = start(
+        tmp_path, "manage.py", "check", "--deploy", "--fail-level", "DEBUG", **PRODUCTION
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    # The check can fail: served without HTTPS, the cookies are not secure.
+    plain = start(
+        tmp_path, "manage.py", "check", "--deploy", "--fail-level", "DEBUG", HTTPS="0", **PRODUCTION
+    )
+    assert plain.returncode != 0
+    assert "SESSION_COOKIE_SECURE" in plain.stdout + plain.stderr
+
+
+def test_production_answers_with_https_only_cookies_hsts_and_a_content_security_policy(
+    tmp_path: Path,
+) -> None:
+    asked = start(
+        tmp_path,
+        "from django.test import Client",
+        "client = Client(HTTP_HOST='jobs.example.com')",
+        "plain = client.get('/login/')",
+        "print(plain.status_code, plain['Location'])",
+        "page = client.get('/login/', secure=True)",
+        "print(page.status_code)",
+        "print(page['Strict-Transport-Security'])",
+        "print(page['Content-Security-Policy'])",
+        "print(page.cookies['csrftoken']['secure'])",
+        **PRODUCTION,
+    )
+    assert asked.returncode == 0, asked.stderr
+    redirect, status, hsts, policy, secure_cookie = asked.stdout.splitlines()
+    assert redirect == "301 https://jobs.example.com/login/"
+    assert status == "200"
+    assert hsts == "max-age=31536000; includeSubDomains; preload"
+    assert "default-src 'self'" in policy and "script-src 'self'" in policy
+    assert "unsafe-inline" not in policy and "unsafe-eval" not in policy
+    assert secure_cookie == "True"

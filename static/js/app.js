@@ -12,6 +12,13 @@
     }
   });
   document.addEventListener("htmx:wsClose", () => { socketOpen = false; });
+  // A poll (hx-trigger "every 2s") goes out only while the socket is down. Said here,
+  // not as an hx-trigger filter: htmx evaluates filters as code, which the page's
+  // Content-Security-Policy (no 'unsafe-eval') does not allow.
+  document.addEventListener("htmx:confirm", (e) => {
+    const polled = !e.detail.triggeringEvent && /^every /.test(e.detail.elt.getAttribute("hx-trigger") || "");
+    if (polled && socketOpen) e.preventDefault();
+  });
 
   // A part of the page only moves forward: an answer older than what it shows (an
   // HTTP response overtaken by a push, or the other way round) is dropped.
