@@ -31,6 +31,8 @@ from processing.models import Document, ProcessingJob
 from processing.payloads import job_payload
 from processing.web.display import job_view, summary_view
 
+TEMPLATE = "processing/_live_update.html"
+"""What a push's html is rendered from (the pages' own partials)."""
 UPDATE = "live.update"
 """The channel-layer message type of a push (the consumers' ``live_update``)."""
 
@@ -54,7 +56,7 @@ def build_update(matter_id: uuid.UUID | str, jobs: list[ProcessingJob]) -> dict[
     found = estimates.for_jobs(jobs, now=now)
     shown = [job_payload(job, now=now, estimate=found[job.pk]) for job in jobs]
     html = render_to_string(
-        "processing/_live_update.html",
+        TEMPLATE,
         {"jobs": [job_view(job, now) for job in shown], "matter_id": matter_id},
     )
     events = [{"type": "job.updated", "job": job} for job in shown]
@@ -87,9 +89,7 @@ def build_summary(
         return None, summary
     html = ""
     if not reads_the_same:
-        html = render_to_string(
-            "processing/_live_update.html", {"summary": view, "matter_id": matter_id}
-        )
+        html = render_to_string(TEMPLATE, {"summary": view, "matter_id": matter_id})
     events = [] if counts_same else [{"type": "matter.summary", "summary": summary}]
     return _message(html, events), summary
 

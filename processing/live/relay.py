@@ -39,8 +39,10 @@ import redis.asyncio as aioredis
 from channels.layers import BaseChannelLayer, get_channel_layer
 from django.conf import settings
 from django.db import close_old_connections, connections
+from django.template.loader import get_template
 from redis.exceptions import RedisError
 
+from jobtracker.runtime import freeze_loaded_objects
 from processing.jobs.states import FINISHED_JOB_STATUSES
 from processing.live import messages, notices
 
@@ -231,6 +233,8 @@ async def run(*, ready: asyncio.Event | None = None) -> None:
     layer = get_channel_layer()
     assert layer is not None, "CHANNEL_LAYERS has no default layer"
     relay = Relay(layer, settings.LIVE_PROGRESS_INTERVAL)
+    get_template(messages.TEMPLATE)  # loaded once, then kept with the rest:
+    freeze_loaded_objects()
     try:
         while True:
             client = aioredis.from_url(settings.REDIS_URL)
