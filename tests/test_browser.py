@@ -6,12 +6,8 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +15,10 @@ import pytest
 
 from processing.errors import CorruptDocument
 from processing.jobs import lifecycle
-from processing.jobs.queues import QUEUES
 from processing.live import notices
 from processing.models import ProcessingJob, Role
-from tests.conftest import database_url, make_pdf, stored_document
+from tests.conftest import make_pdf, stored_document
+from tests.processes import LiveApp, running_app
 
 pytestmark = [pytest.mark.browser, pytest.mark.django_db(transaction=True)]
 
@@ -41,7 +37,6 @@ CHROMIUM_FLAGS = [
 PASSWORD = "correct-horse-battery"
 SCREENSHOTS = ROOT / "test-artifacts"
 WEBSOCKETS = re.compile(r".*/ws/.*")
-ASGI_APP = "jobtracker.asgi:application"
 
 
 @pytest.fixture(scope="module")
@@ -75,76 +70,6 @@ def _close_pages(browser: Any) -> Iterator[None]:
     for context in browser.contexts:
         context.close()
     assert not CSP_REFUSALS, CSP_REFUSALS
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-class LiveApp:
-    """The app's processes on the test database, its Redis database and media: daphne and
-    the live relay from the start, the RQ worker when the test says (so that it can watch
-    a job from before its first stage)."""
-
-    def __init__(self, media_root: Path, name: str) -> None:
-        self.port = _free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.env = {
-            **os.environ,
-            "DATABASE_URL": database_url(),
-            "MEDIA_ROOT": str(media_root),
-            "PROGRESS_WRITE_INTERVAL": "0.05",  # small documents still report progress
-        }
-        self.logs = SCREENSHOTS / "logs" / name
-        self.logs.mkdir(parents=True, exist_ok=True)
-        self.processes: list[subprocess.Popen[bytes]] = []
-
-    def start(self, name: str, *command: str) -> None:
-        log = (self.logs / f"{name}.log").open("w")
-        self.processes.append(
-            subprocess.Popen(
-                [sys.executable, *command], cwd=ROOT, env=self.env, stdout=log, stderr=log
-            )
-        )
-
-    def start_worker(self) -> None:
-        self.start("worker", "manage.py", "rqworker", *QUEUES)
-
-    def wait_until_serving(self) -> None:
-        deadline = time.monotonic() + 30
-        while True:
-            with socket.socket() as probe:
-                if probe.connect_ex(("127.0.0.1", self.port)) == 0:
-                    return
-            assert time.monotonic() < deadline, f"daphne did not start; see {self.logs}"
-            assert all(p.poll() is None for p in self.processes), f"see {self.logs}"
-            time.sleep(0.1)
-
-    def stop(self) -> None:
-        for process in self.processes:
-            process.terminate()
-        for process in self.processes:
-            try:
-                process.wait(10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-
-
-@contextmanager
-def running_app(media_root: Path, name: str, *, relay: bool) -> Iterator[LiveApp]:
-    """daphne, and the live relay if ``relay``, until the block ends."""
-    live = LiveApp(media_root, name)
-    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
-    if relay:
-        live.start("live", "manage.py", "live_relay")
-    try:
-        live.wait_until_serving()
-        yield live
-    finally:
-        live.stop()
 
 
 @pytest.fixture

@@ -12,10 +12,14 @@ settings.RQ["WORKER_CLASS"] names it.
 from __future__ import annotations
 
 import gc
+import logging
 from typing import Any
 
 import rq
+from django.db import DatabaseError
 from rq.utils import get_version
+
+logger = logging.getLogger(__name__)
 
 
 def preload() -> None:
@@ -34,10 +38,15 @@ def preload() -> None:
     find_entities("See Roe v. Wade, 410 U.S. 113 (1973), decided 22 January 1973.")
     # Django caches per-process lookups on a first connection (PostgreSQL type OIDs),
     # and psycopg the parsed form of the lifecycle's statements; the connection itself
-    # is closed so no socket is shared across forks.
-    connection.ensure_connection()
-    statements.prepare()
-    connection.close()
+    # is closed so no socket is shared across forks. A worker started while PostgreSQL
+    # is away (restarting) starts all the same: each work horse connects for itself.
+    try:
+        connection.ensure_connection()
+        statements.prepare()
+    except DatabaseError as exc:
+        logger.warning("Started without a warm database connection: %s", exc)
+    finally:
+        connection.close()
 
 
 class Worker(rq.Worker):
