@@ -13,6 +13,7 @@ from typing import Any
 from django.db.models.functions import Left, Length
 from django.http import FileResponse, HttpRequest, HttpResponse
 from django.http.response import HttpResponseBase
+from django.urls import reverse
 from ninja import File, Query, Router, Schema
 from ninja.files import UploadedFile
 from pydantic import Field
@@ -182,7 +183,7 @@ def get_document(request: HttpRequest, document_id: str) -> HttpResponse:
         {
             "job_id": str(latest.pk),
             "status": latest.status,
-            "url": f"/api/jobs/{latest.pk}",
+            "url": reverse("api:get_job", args=[latest.pk]),
         }
         if latest is not None
         else None
