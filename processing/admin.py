@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from collections.abc import Callable
 from typing import Any
 
@@ -10,6 +11,8 @@ from django.core.exceptions import ValidationError
 from django.db.models import QuerySet
 from django.forms.models import BaseInlineFormSet
 from django.http import HttpRequest
+from django_rq.admin import QueueAdmin
+from django_rq.models import Dashboard
 
 from processing import matters, tokens
 from processing.jobs import actions
@@ -269,3 +272,30 @@ class ApiTokenAdmin(admin.ModelAdmin):
     def revoke_tokens(self, request: HttpRequest, queryset: Any) -> None:
         count = tokens.revoke(queryset)
         self.message_user(request, f"Revoked {count} token{'s' if count != 1 else ''}.")
+
+
+class RqDashboardAdmin(QueueAdmin):
+    """django-rq's dashboard (queues, jobs, workers) inside admin, for staff.
+
+    Its "model" has no table, yet django-rq's own admin lets the change, history and
+    delete pages of an object look one up: a 500 for a superuser. Here no object
+    exists, so those pages redirect to the dashboard like any unknown object.
+    """
+
+    def get_object(self, request: HttpRequest, object_id: str, from_field: Any = None) -> None:
+        """There are no dashboard rows to find."""
+        return None
+
+    def get_urls(self) -> list[Any]:
+        """django-rq's pages, less the rq-scheduler page when rq-scheduler is not installed
+        (it is not a dependency: RQ's own scheduler runs in the workers), which would
+        answer staff with a 500."""
+        urls: list[Any] = super().get_urls()  # type: ignore[no-untyped-call]
+        if importlib.util.find_spec("rq_scheduler") is None:
+            urls = [url for url in urls if getattr(url, "name", "") != "django_rq_scheduler_jobs"]
+        return urls
+
+
+if admin.site.is_registered(Dashboard):  # RQ_SHOW_ADMIN_LINK
+    admin.site.unregister(Dashboard)
+    admin.site.register(Dashboard, RqDashboardAdmin)

@@ -10,7 +10,7 @@ from django.utils import timezone
 
 from processing.jobs import estimates
 from processing.jobs.states import JobStatus, StageStatus
-from processing.models import Matter, ProcessingJob
+from processing.models import Document, Matter, ProcessingJob
 from processing.pipeline.registry import get_pipeline
 
 
@@ -64,6 +64,7 @@ def job_payload(
     if estimate is None:
         estimate = estimates.estimate(job, now=now)
     document = job.document
+    completed = job.status == JobStatus.COMPLETED
     return {
         "job_id": str(job.id),
         "id": str(job.id),
@@ -93,11 +94,32 @@ def job_payload(
         "started_at": iso(job.started_at),
         "completed_at": iso(job.completed_at),
         "updated_at": iso(job.updated_at),
-        "result_url": (
-            reverse("document-detail", args=[job.document_id])
-            if job.status == JobStatus.COMPLETED
-            else None
-        ),
+        "result_url": (reverse("document-detail", args=[job.document_id]) if completed else None),
+        "result_api_url": document_api_url(job.document_id) if completed else None,
+    }
+
+
+def document_api_url(document_id: Any) -> str:
+    """Where an integrator reads a document's results: ``GET /api/documents/{id}``."""
+    return reverse("api:get_document", args=[document_id])
+
+
+def document_payload(document: Document) -> dict[str, Any]:
+    """The document object: what was uploaded, and how far its processing got."""
+    api_url = document_api_url(document.pk)
+    return {
+        "id": str(document.id),
+        "matter_id": str(document.matter_id),
+        "name": document.original_name,
+        "content_type": document.content_type,
+        "size": document.size,
+        "sha256": document.sha256,
+        "page_count": document.page_count,
+        "processing_state": document.processing_state,
+        "created_at": iso(document.created_at),
+        "pages_url": f"{api_url}/pages",
+        "entities_url": f"{api_url}/entities",
+        "file_url": f"{api_url}/file",
     }
 
 

@@ -212,3 +212,85 @@ def entities_by_kind(document: Document) -> list[dict[str, Any]]:
         for kind, rows_of in groups.items()
         if rows_of
     ]
+
+
+def latest_job_of(document: Document) -> ProcessingJob | None:
+    """The document's most recent job (a document uploaded again has one job per upload)."""
+    return document.jobs.order_by("-created_at", "-id").first()
+
+
+def entity_value_count(document: Document, *, kind: str | None = None) -> int:
+    """How many distinct (kind, value) pairs :func:`entity_values` lists for the document."""
+    entities = Entity.objects.filter(document=document)
+    if kind is not None:
+        entities = entities.filter(kind=kind)
+    return entities.values("kind", "value").distinct().count()
+
+
+_ENTITY_VALUES_SQL = f"""
+    SELECT kind, value, (array_agg(text ORDER BY page_number, start))[1],
+        array_agg(DISTINCT page_number ORDER BY page_number), COUNT(*)
+    FROM {Entity._meta.db_table}
+    WHERE document_id = %(document)s AND (%(kind)s::text IS NULL OR kind = %(kind)s::text)
+    GROUP BY kind, value
+    ORDER BY array_position(%(kinds)s::text[], kind::text), MIN(page_number), value
+    LIMIT %(limit)s OFFSET %(offset)s
+"""
+
+
+def entity_values(
+    document: Document, *, kind: str | None = None, window: tuple[int, int] = (0, 100)
+) -> list[dict[str, Any]]:
+    """The document's entities, one row per kind and normalised value, rows
+    ``window[0]`` to ``window[1]``: the value as first written, every page it is on, and
+    how often it was found. By kind (in ``Entity.Kind`` order), then first page. One query.
+    """
+    start, stop = window
+    with connection.cursor() as cursor:
+        cursor.execute(
+            _ENTITY_VALUES_SQL,
+            {
+                "document": document.pk,
+                "kind": kind,
+                "kinds": list(Entity.Kind.values),
+                "limit": stop - start,
+                "offset": start,
+            },
+        )
+        rows = cursor.fetchall()
+    return [
+        {"kind": k, "value": value, "text": text, "pages": list(pages), "count": count}
+        for k, value, text, pages, count in rows
+    ]
+
+
+MATTER_JOB_STATS = f"""
+    SELECT
+        COUNT(*) FILTER (WHERE status = 'QUEUED'),
+        COUNT(*) FILTER (WHERE status = 'PROCESSING'),
+        COUNT(*) FILTER (WHERE status = 'COMPLETED'),
+        COUNT(*) FILTER (WHERE status = 'FAILED'),
+        COUNT(*) FILTER (WHERE status = 'CANCELLED'),
+        COUNT(*) FILTER (WHERE status = 'SKIPPED'),
+        AVG(EXTRACT(EPOCH FROM completed_at - started_at) * 1000) FILTER (
+            WHERE status = 'COMPLETED' AND started_at IS NOT NULL AND completed_at IS NOT NULL
+        ),
+        COALESCE(array_agg(DISTINCT job_type ORDER BY job_type), '{{}}')
+    FROM {ProcessingJob._meta.db_table}
+    WHERE matter_id = %(matter)s
+"""
+"""A matter's jobs by status, their average processing time and their job types, in one
+aggregate whatever the number of jobs."""
+
+
+def matter_job_stats(matter_id: uuid.UUID) -> tuple[dict[str, Any], list[str]]:
+    """A matter's job counts (lower-case statuses) and ``avg_processing_time_ms`` (from
+    start to completion, over its COMPLETED jobs; None without one), and the job types
+    its jobs run. One query."""
+    with connection.cursor() as cursor:
+        cursor.execute(MATTER_JOB_STATS, {"matter": matter_id})
+        row = cursor.fetchone()
+    stats: dict[str, Any] = dict(zip(_COUNTED, row[:6], strict=True))
+    average = row[6]
+    stats["avg_processing_time_ms"] = None if average is None else int(round(average))
+    return stats, [t for t in row[7] if t is not None]

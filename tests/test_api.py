@@ -471,13 +471,20 @@ def test_an_upload_stores_the_document_and_queues_its_job(
     data = data_of(api_client(alice).upload(matter.pk, "brief.pdf", content), 201)
 
     document = Document.objects.get(pk=data["document"]["id"])
+    api_url = f"/api/documents/{document.pk}"
     assert data["document"] == {
         "id": str(document.pk),
+        "matter_id": str(matter.pk),
         "name": "brief.pdf",
         "content_type": "application/pdf",
         "size": len(content),
         "sha256": hashlib.sha256(content).hexdigest(),
         "page_count": 2,
+        "processing_state": "PENDING",
+        "created_at": data["document"]["created_at"],
+        "pages_url": f"{api_url}/pages",
+        "entities_url": f"{api_url}/entities",
+        "file_url": f"{api_url}/file",
     }
     assert document.matter == matter and document.uploaded_by == alice
     assert Path(document.file.path).read_bytes() == content
@@ -721,6 +728,7 @@ JOB_FIELDS: dict[str, Any] = {
     "completed_at": NULLABLE_STR,
     "updated_at": str,
     "result_url": NULLABLE_STR,
+    "result_api_url": NULLABLE_STR,
 }
 
 
@@ -774,7 +782,7 @@ def test_a_queued_job_object(api_client: Any, alice: Any, matter: Matter) -> Non
     assert body["priority"] == "default" and body["next_attempt_at"] is None
     assert body["error"] is None and body["error_code"] is None
     assert body["started_at"] is None and body["completed_at"] is None
-    assert body["result_url"] is None
+    assert body["result_url"] is None and body["result_api_url"] is None
     # The flat status object and the matter's job list describe the job the same way.
     listed = data_of(api.get(f"/api/matters/{matter.pk}/jobs"))[0]
     assert {k: listed[k] for k in JOB_FIELDS} == {k: body[k] for k in JOB_FIELDS}
@@ -804,6 +812,7 @@ def test_a_completed_job_object_and_its_result(
     )
     assert created <= started <= completed
     assert body["result_url"] == f"/documents/{job.document_id}/"
+    assert body["result_api_url"] == f"/api/documents/{job.document_id}"
 
     page = session_client(alice).get(body["result_url"])
     assert page.status_code == 200
@@ -1503,9 +1512,13 @@ IMPLEMENTED_PATHS = {
     "/api/matters/{matter_id}/jobs/{job_id}/prioritize": {"post"},
     "/api/matters/{matter_id}/jobs/bulk": {"post"},
     "/api/matters/{matter_id}/search": {"get"},
+    "/api/matters/{matter_id}/jobs/stats": {"get"},
+    "/api/documents/{document_id}": {"get"},
+    "/api/documents/{document_id}/pages": {"get"},
+    "/api/documents/{document_id}/entities": {"get"},
+    "/api/documents/{document_id}/file": {"get"},
 }
 NOT_YET_IMPLEMENTED_PATHS = {
-    "/api/matters/{matter_id}/jobs/stats": {"get"},
     "/api/jobs/{job_id}/callback": {"post"},
 }
 

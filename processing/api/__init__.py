@@ -1,7 +1,8 @@
 """The JSON API (django-ninja: typed inputs and an OpenAPI document), one module per resource.
 
 - ``base``: the error envelope, JSON responses, authentication, scoped lookups;
-- ``matters``: matters and their members; ``documents``: uploads;
+- ``matters``: matters and their members; ``documents``: uploads, and a document's
+  results (metadata, pages, entities, the original file);
 - ``jobs``: a matter's jobs, the actions on them, and the caller's jobs;
 - ``search``: full-text search over a matter;
 - ``middleware``: keeps unknown routes and methods under /api/ in the envelope.
@@ -89,3 +90,4 @@ api.add_router("/matters", documents.router)
 api.add_router("/matters", jobs.matter_jobs)
 api.add_router("/matters", search.router)
 api.add_router("/jobs", jobs.jobs)
+api.add_router("/documents", documents.documents)

@@ -1,20 +1,144 @@
-"""``POST /api/matters/{matter_id}/documents``: upload a document and start its job."""
+"""Documents: uploading one into a matter (``POST /api/matters/{id}/documents``), and
+reading a document's results (``GET /api/documents/{id}…``): its metadata and processing
+state, its pages' text, its entities and its original bytes.
+
+Every read goes through :func:`processing.api.base.document_or_404`, so a document
+outside the caller's matters is ``DOCUMENT_NOT_FOUND`` whatever its id.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from django.http import HttpRequest, HttpResponse
-from ninja import File, Router
+from django.db.models.functions import Left, Length
+from django.http import FileResponse, HttpRequest, HttpResponse
+from django.http.response import HttpResponseBase
+from django.urls import reverse
+from ninja import File, Query, Router, Schema
 from ninja.files import UploadedFile
+from pydantic import Field
 
-from processing.api.base import json_response, matter_or_404, require
-from processing.models import Document, ProcessingJob
-from processing.payloads import job_payload
+from processing import selectors
+from processing.api.base import (
+    ApiError,
+    ErrorOut,
+    PageMeta,
+    document_or_404,
+    json_response,
+    matter_or_404,
+    page_slice,
+    require,
+)
+from processing.models import DocumentPage, Entity, ProcessingJob
+from processing.payloads import document_payload, job_payload
 from processing.permissions import Action
-from processing.uploads import accept_upload
+from processing.uploads import accept_upload, sanitize_filename
 
 router = Router(tags=["documents"])
+"""Mounted on ``/matters``: uploads."""
+documents = Router(tags=["documents"])
+"""Mounted on ``/documents``: a document's results."""
+
+PAGES_PER_PAGE_MAX = 20
+"""Pages of text in one answer at most."""
+PAGE_TEXT_MAX_CHARS = 50_000
+"""Characters of one page's text in an answer at most (``text_truncated`` says when
+cut): one page of a plain-text file can be the whole 50 MB file, and an answer must
+stay small. The whole text is in the original file."""
+ENTITIES_PER_PAGE_MAX = 100
+"""Entities in one answer at most."""
+
+COMMON_ERRORS: dict[int, Any] = {401: ErrorOut, 404: ErrorOut}
+"""What every document endpoint may refuse with: no credentials, a document not visible."""
+
+
+# --- schemas (the OpenAPI document's description of the answers) ----------------------
+
+
+class JobRef(Schema):
+    """The document's latest job, in short; ``url`` is its full status."""
+
+    job_id: str
+    status: str
+    url: str
+
+
+class DocumentOut(Schema):
+    """The document object."""
+
+    id: str
+    matter_id: str
+    name: str
+    content_type: str
+    size: int
+    sha256: str
+    page_count: int | None
+    processing_state: str = Field(description="PENDING, PROCESSED or INCOMPLETE.")
+    created_at: str
+    pages_url: str
+    entities_url: str
+    file_url: str
+    job: JobRef | None = Field(description="The document's latest job; null if none.")
+
+
+class DocumentEnvelope(Schema):
+    """``{"data": document}``."""
+
+    data: DocumentOut
+
+
+class PageOut(Schema):
+    """One page's text and where it came from."""
+
+    page: int = Field(description="1-based page number.")
+    text: str
+    text_truncated: bool = Field(description=f"Cut at {PAGE_TEXT_MAX_CHARS:,} characters.")
+    char_count: int = Field(description="Characters of the page's whole text.")
+    source: str = Field(description="text_layer or ocr.")
+    ocr_status: str = Field(description="'' (not looked at yet), not_needed, recognised, failed.")
+    ocr_confidence: float | None = Field(description="Mean word confidence 0-100, if OCR read it.")
+
+
+class PagesEnvelope(Schema):
+    """A page of a document's pages."""
+
+    data: list[PageOut]
+    meta: PageMeta
+
+
+class EntityOut(Schema):
+    """One distinct value of one kind found in the document, with every page it is on."""
+
+    kind: str
+    value: str = Field(description="Normalised (ISO date, 'USD 1200.00', lower-case email…).")
+    text: str = Field(description="As first written in the document.")
+    pages: list[int]
+    count: int = Field(description="How many times it was found.")
+
+
+class EntitiesEnvelope(Schema):
+    """A page of a document's entities."""
+
+    data: list[EntityOut]
+    meta: PageMeta
+
+
+class PageFilters(Schema):
+    """Which page of a document's pages."""
+
+    page: int = Field(1, ge=1)
+    per_page: int = Field(10, ge=1, le=PAGES_PER_PAGE_MAX)
+
+
+class EntityFilters(Schema):
+    """Which entities: of one kind, or all; and which page of them."""
+
+    kind: Entity.Kind | None = None
+    page: int = Field(1, ge=1)
+    per_page: int = Field(50, ge=1, le=ENTITIES_PER_PAGE_MAX)
+
+
+# --- uploads -----------------------------------------------------------------------------
 
 
 @router.post(
@@ -34,7 +158,7 @@ def upload_document(
     return json_response(
         {
             "data": {
-                "document": _document_payload(accepted.document),
+                "document": document_payload(accepted.document),
                 "job": job_payload(job),
                 "duplicate": accepted.duplicate,
             }
@@ -43,12 +167,109 @@ def upload_document(
     )
 
 
-def _document_payload(document: Document) -> dict[str, Any]:
-    return {
-        "id": str(document.id),
-        "name": document.original_name,
-        "content_type": document.content_type,
-        "size": document.size,
-        "sha256": document.sha256,
-        "page_count": document.page_count,
-    }
+# --- a document's results ----------------------------------------------------------------
+
+
+@documents.get(
+    "/{document_id}",
+    response={200: DocumentEnvelope, **COMMON_ERRORS},
+    summary="One document: metadata, processing state, its latest job",
+)
+def get_document(request: HttpRequest, document_id: str) -> HttpResponse:
+    document = document_or_404(request, document_id)
+    data = document_payload(document)
+    latest = selectors.latest_job_of(document)
+    data["job"] = (
+        {
+            "job_id": str(latest.pk),
+            "status": latest.status,
+            "url": reverse("api:get_job", args=[latest.pk]),
+        }
+        if latest is not None
+        else None
+    )
+    return json_response({"data": data})
+
+
+@documents.get(
+    "/{document_id}/pages",
+    response={200: PagesEnvelope, 400: ErrorOut, **COMMON_ERRORS},
+    summary="A document's pages: text, source (text layer or OCR), OCR confidence; paginated",
+)
+def list_pages(request: HttpRequest, document_id: str, filters: Query[PageFilters]) -> HttpResponse:
+    """Pages in order; each page's text at most :data:`PAGE_TEXT_MAX_CHARS` characters."""
+    document = document_or_404(request, document_id)
+    pages = DocumentPage.objects.filter(document=document)
+    total = pages.count()
+    rows: list[dict[str, Any]] = []
+    window = page_slice(filters.page, filters.per_page, total)
+    if window is not None:
+        found = (
+            pages.order_by("page_number")
+            .annotate(excerpt=Left("text", PAGE_TEXT_MAX_CHARS), length=Length("text"))
+            .values("page_number", "excerpt", "length", "source", "ocr_status", "ocr_confidence")
+        )[window[0] : window[1]]
+        rows = [
+            {
+                "page": row["page_number"],
+                "text": row["excerpt"],
+                "text_truncated": row["length"] > PAGE_TEXT_MAX_CHARS,
+                "char_count": row["length"],
+                "source": row["source"],
+                "ocr_status": row["ocr_status"],
+                "ocr_confidence": row["ocr_confidence"],
+            }
+            for row in found
+        ]
+    meta = {"total": total, "page": filters.page, "per_page": filters.per_page}
+    return json_response({"data": rows, "meta": meta})
+
+
+@documents.get(
+    "/{document_id}/entities",
+    response={200: EntitiesEnvelope, 400: ErrorOut, **COMMON_ERRORS},
+    summary="A document's entities (one row per kind and value, with its pages); paginated",
+)
+def list_entities(
+    request: HttpRequest, document_id: str, filters: Query[EntityFilters]
+) -> HttpResponse:
+    """Grouped by kind (in the order of ``Entity.Kind``), then by first page."""
+    document = document_or_404(request, document_id)
+    kind = str(filters.kind) if filters.kind else None
+    total = selectors.entity_value_count(document, kind=kind)
+    window = page_slice(filters.page, filters.per_page, total)
+    rows = selectors.entity_values(document, kind=kind, window=window) if window else []
+    meta = {"total": total, "page": filters.page, "per_page": filters.per_page}
+    return json_response({"data": rows, "meta": meta})
+
+
+@documents.get(
+    "/{document_id}/file",
+    response=COMMON_ERRORS,
+    summary="The original bytes, as an attachment",
+    openapi_extra={
+        "responses": {
+            200: {
+                "description": "The file as uploaded (Content-Disposition: attachment).",
+                "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+            }
+        }
+    },
+)
+def download_file(request: HttpRequest, document_id: str) -> HttpResponseBase:
+    """Streamed from storage; ``nosniff`` so a browser never runs an uploaded HTML file."""
+    document = document_or_404(request, document_id)
+    try:
+        handle = document.file.open("rb")
+    except FileNotFoundError as exc:
+        raise ApiError(
+            404, "DOCUMENT_NOT_FOUND", "The file of this document is no longer stored."
+        ) from exc
+    response = FileResponse(
+        handle,
+        as_attachment=True,
+        filename=sanitize_filename(document.original_name),
+        content_type=document.content_type or "application/octet-stream",
+    )
+    response["X-Content-Type-Options"] = "nosniff"
+    return response

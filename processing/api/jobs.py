@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field
 from processing import selectors
 from processing.api.base import (
     ApiError,
+    ErrorOut,
     forbidden,
     job_or_404,
     json_response,
@@ -26,6 +27,7 @@ from processing.jobs.states import JobStatus
 from processing.models import ProcessingJob
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, may_act_on_job
+from processing.pipeline.registry import get_pipeline, job_types
 
 matter_jobs = Router(tags=["jobs"])
 """Mounted on ``/matters``."""
@@ -111,6 +113,63 @@ def _job_payloads(page: list[ProcessingJob]) -> list[dict[str, Any]]:
     now = timezone.now()
     found = estimates.for_jobs(page, now=now)
     return [job_payload(j, now=now, estimate=found[j.pk]) for j in page]
+
+
+class StageFigures(Schema):
+    """What a stage has recently cost, as the ETA prices it (null: no completed run yet)."""
+
+    label: str
+    seconds_per_item: float | None = Field(description="Seconds per page of the document.")
+    seconds_per_run: float | None = Field(description="Seconds every run costs, whatever its size.")
+
+
+class JobStats(Schema):
+    """A matter's jobs in figures."""
+
+    queued: int
+    processing: int
+    completed: int
+    failed: int
+    cancelled: int
+    skipped: int
+    avg_processing_time_ms: int | None = Field(
+        description="From start to completion, over the matter's COMPLETED jobs."
+    )
+    stages: dict[str, StageFigures]
+
+
+class JobStatsEnvelope(Schema):
+    """``{"data": stats}``."""
+
+    data: JobStats
+
+
+# Declared before the `/{matter_id}/jobs/{job_id}` routes: `{job_id}` would take "stats".
+@matter_jobs.get(
+    "/{matter_id}/jobs/stats",
+    response={200: JobStatsEnvelope, 401: ErrorOut, 404: ErrorOut},
+    summary="A matter's jobs by status, average processing time, per-stage figures",
+)
+def job_stats(request: HttpRequest, matter_id: str) -> HttpResponse:
+    """Any member of the matter may read it. Its counts and average are one aggregate
+    over the matter's jobs; the stages' figures are the ETA's own
+    (:func:`processing.jobs.estimates.stage_costs`, learned from recent runs)."""
+    matter, _role = matter_or_404(request, matter_id)
+    stats, types = selectors.matter_job_stats(matter.pk)
+    costs = estimates.stage_costs()
+    stages: dict[str, dict[str, Any]] = {}
+    known = set(job_types())
+    for job_type in types:
+        if job_type not in known:
+            continue  # a pipeline no longer registered has no stages to show
+        for stage in get_pipeline(job_type).stages:
+            cost = costs.get(stage.name)
+            stages[stage.name] = {
+                "label": stage.label,
+                "seconds_per_item": cost.per_page if cost else None,
+                "seconds_per_run": cost.seconds(0.0) if cost else None,
+            }
+    return json_response({"data": {**stats, "stages": stages}})
 
 
 # Declared before the `/{matter_id}/jobs/{job_id}` routes: Django tries URL patterns in

@@ -7,6 +7,7 @@ from typing import Any
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -172,8 +173,8 @@ def upload(request: HttpRequest, matter_id: str) -> HttpResponse:
     """Accept a file from the matter page's form, or its "Upload anyway" of a duplicate."""
     matter, role = _matter_or_404(request, matter_id)
     if not role_allows(role, Action.UPLOAD):
-        messages.error(request, "Your role on this matter does not allow uploads.")
-        return redirect("matter-detail", matter_id=matter.pk)
+        # Viewers are offered no upload form; a forced post is refused as the API does.
+        raise PermissionDenied("Your role on this matter does not allow uploads.")
     try:
         accepted, name = _accept(request, matter)
     except UploadRejected as exc:
