@@ -171,6 +171,12 @@ DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
 DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
 # Documents with fewer pages than this go to the high-priority queue.
 HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
+# The entities stage stops counting past these (and notes it on the page).
+ENTITIES_MAX_PER_PAGE = env_int("ENTITIES_MAX_PER_PAGE", 5_000)
+ENTITIES_MAX_PER_DOCUMENT = env_int("ENTITIES_MAX_PER_DOCUMENT", 200_000)
+# HTML is parsed within these: elements read, and nesting depth (deeper text is
+# still read, flattened); a document cut short says so in a page note.
+HTML_MAX_NODES = env_int("HTML_MAX_NODES", 500_000)
 
 # Progress writes are throttled to one per job per this many seconds.
 PROGRESS_WRITE_INTERVAL = float(os.environ.get("PROGRESS_WRITE_INTERVAL", "0.5"))
