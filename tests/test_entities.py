@@ -776,3 +776,29 @@ def test_the_document_page_is_bounded_for_huge_pages_and_many_entities(
     assert '<td class="entity-value">person119@example.com</td>' in html
     assert '<td class="entity-value">person99@example.com</td>' not in html
     assert 'id="page-3"' in html
+
+
+@needs_worker
+def test_html_cut_short_completes_with_a_warning_on_its_page(
+    api_client: Any,
+    alice: Any,
+    matter: Matter,
+    worker: Any,
+    settings: Any,
+    extract_then_entities: None,
+) -> None:
+    settings.HTML_MAX_NODES = 1000
+    body = "".join(f"<p>Paragraph {n}, sent 2021-01-{n % 28 + 1:02d}.</p>" for n in range(3000))
+    client = api_client(alice)
+    job = job_of(
+        client.upload(matter.pk, "flat.html", f"<html><body>{body}</body></html>".encode())
+    )
+    worker()
+
+    assert client.get(f"/api/jobs/{job.pk}").json()["status"] == "COMPLETED"
+    page = DocumentPage.objects.get(document=job.document)
+    assert "Paragraph 990," in page.text and "Paragraph 1000," not in page.text
+    assert page.text_note.startswith("Only part of this page was read: it has more than 1,000")
+    html = page_as(alice, job.document).content.decode()
+    assert 'id="document-notes"' in html
+    assert "Only part of this page was read: it has more than 1,000 HTML elements" in html
