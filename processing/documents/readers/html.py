@@ -116,6 +116,7 @@ class HtmlReader(DocumentReader):
 
 
 FEED_CHARS = 1024 * 1024
+COMPACT_PARTS = 4096
 
 
 def _visible_text(markup: str, *, max_nodes: int) -> tuple[str, str]:
@@ -157,6 +158,7 @@ class _VisibleText:
 
     def __init__(self, max_nodes: int) -> None:
         self.parts: list[str] = []
+        self._done: list[str] = []
         self.preformatted = 0
         self._at_line_start = True
         self.max_nodes = max_nodes
@@ -220,6 +222,11 @@ class _VisibleText:
                 return
         self.parts.append(text)
         self._at_line_start = text.endswith("\n")
+        if len(self.parts) > COMPACT_PARTS:
+            # Millions of small strings cost far more than their text: keep all but
+            # the last (which line_break and cell may still trim) as one string.
+            self._done.append("".join(self.parts[:-1]))
+            del self.parts[:-1]
 
     def end_line(self) -> None:
         """A block starts or ends: begin a new line unless one was just begun."""
@@ -239,7 +246,7 @@ class _VisibleText:
             self.parts.append("\t")
 
     def text(self) -> str:
-        return "".join(self.parts)
+        return "".join(self._done) + "".join(self.parts)
 
 
 def _is_hidden(attrib: Any) -> bool:
