@@ -1,8 +1,8 @@
 """Rate limits kept in Redis: a counter per key and fixed window, shared by every web process.
 
-A window is ``seconds`` long and starts at a multiple of ``seconds`` (a fixed
-window: one INCRBY and one EXPIRE, no list of timestamps to trim). A refused
-request is told how long until its window ends (``Retry-After``). When Redis
+A key's window opens with its first request and lasts ``seconds`` (one SET NX
+EX, one INCRBY, one TTL in a transaction; no list of timestamps to trim). A
+refused request is told how long until its window ends (``Retry-After``). When Redis
 cannot be reached the request is let through: a rate limit protects the
 service, it must not take it down with Redis.
 """
@@ -10,7 +10,6 @@ service, it must not take it down with Redis.
 from __future__ import annotations
 
 import logging
-import time
 from dataclasses import dataclass
 
 import django_rq
@@ -38,38 +37,40 @@ class RateLimited(Exception):
         super().__init__(message)
 
 
-def _key(limit: Limit, key: str, now: float) -> tuple[str, int]:
-    """The Redis key of the current window and the seconds until it ends."""
-    window = int(now // limit.seconds)
-    retry_after = max(1, int((window + 1) * limit.seconds - now + 0.999))
-    return f"{PREFIX}{limit.name}:{window}:{key}", retry_after
+def _key(limit: Limit, key: str) -> str:
+    return f"{PREFIX}{limit.name}:{key}"
 
 
 def charge(limit: Limit, key: str, amount: int = 1, *, message: str) -> None:
     """Count ``amount`` against ``key``'s window; :class:`RateLimited` (nothing counted) if over."""
-    redis_key, retry_after = _key(limit, key, time.time())
+    redis_key = _key(limit, key)
     try:
-        pipe = django_rq.get_connection("default").pipeline()
+        connection = django_rq.get_connection("default")
+        pipe = connection.pipeline()
+        pipe.set(redis_key, 0, ex=limit.seconds, nx=True)
         pipe.incrby(redis_key, amount)
-        pipe.expire(redis_key, limit.seconds + 1)
-        total, _ = pipe.execute()
+        pipe.ttl(redis_key)
+        _, total, ttl = pipe.execute()
         if total > limit.amount:
-            django_rq.get_connection("default").decrby(redis_key, amount)
-            raise RateLimited(limit, retry_after, message)
+            connection.decrby(redis_key, amount)
+            raise RateLimited(limit, max(int(ttl), 1), message)
     except RedisError:
         logger.warning("rate limit %s not checked: Redis is unreachable", limit.name)
 
 
 def check(limit: Limit, key: str, *, message: str) -> None:
     """:class:`RateLimited` if ``key``'s window is already at its limit; counts nothing."""
-    redis_key, retry_after = _key(limit, key, time.time())
+    redis_key = _key(limit, key)
     try:
-        used = int(django_rq.get_connection("default").get(redis_key) or 0)
+        pipe = django_rq.get_connection("default").pipeline()
+        pipe.get(redis_key)
+        pipe.ttl(redis_key)
+        used, ttl = pipe.execute()
     except RedisError:
         logger.warning("rate limit %s not checked: Redis is unreachable", limit.name)
         return
-    if used >= limit.amount:
-        raise RateLimited(limit, retry_after, message)
+    if int(used or 0) >= limit.amount:
+        raise RateLimited(limit, max(int(ttl), 1), message)
 
 
 def in_words(seconds: int) -> str:

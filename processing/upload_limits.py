@@ -175,13 +175,18 @@ class UploadGuardMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
-        if request.method == "POST" and request.content_type == "multipart/form-data":
+        if request.method == "POST":
             refusal = self._refusal(request)
             if refusal is not None:
                 return refusal
         return self.get_response(request)
 
     def _refusal(self, request: HttpRequest) -> HttpResponse | None:
+        """A multipart body, or any post to an upload view ("Upload anyway" sends no file)."""
+        multipart = request.content_type == "multipart/form-data"
+        upload_view = _view_name(request) in UPLOAD_VIEWS
+        if not (multipart or upload_view):
+            return None
         try:
             length = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:
@@ -197,7 +202,7 @@ class UploadGuardMiddleware:
                     "Sign in, or send an API token as 'Authorization: Bearer …'.",
                 )
             return redirect_to_login(request.get_full_path())
-        if person is not None and _view_name(request) in UPLOAD_VIEWS:
+        if person is not None and upload_view:
             try:
                 charge_upload(person, length)
             except rate_limits.RateLimited as exc:
@@ -212,6 +217,8 @@ class UploadGuardMiddleware:
                 )
                 response["Retry-After"] = str(exc.retry_after)
                 return response
+        if not multipart:
+            return None
         try:
             request.POST  # noqa: B018  parsed here, through LimitedUploadHandler
         except UploadTooLarge as exc:

@@ -127,6 +127,14 @@ def test_uploads_past_the_count_a_minute_are_429_with_retry_after(
     )
     assert response.status_code == 429 and response["Retry-After"]
     assert "You uploaded more than 2 files in a minute." in response.content.decode()
+    # "Upload anyway" (a plain form, no file) is an upload too.
+    response = page.post(
+        f"/matters/{matter.pk}/upload",
+        f"copy_of={Document.objects.first().pk}&name=again.txt",  # type: ignore[union-attr]
+        content_type="application/x-www-form-urlencoded",
+    )
+    assert response.status_code == 429
+    assert Document.objects.count() == 2
 
     # The limit is each person's own.
     bob = make_user("bob")
