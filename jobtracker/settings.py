@@ -123,6 +123,8 @@ MIDDLEWARE = [
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
+    # Before anything reads a request body (CSRF's check reads POST).
+    "processing.upload_limits.UploadGuardMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
     "django_htmx.middleware.HtmxMiddleware",
@@ -190,16 +192,35 @@ LOGIN_URL = "login"
 LOGIN_REDIRECT_URL = "matter-list"
 LOGOUT_REDIRECT_URL = "login"
 
-# Uploads: the limit is checked before anything is stored.
+# Uploads: the limit is enforced while the body streams in (jobtracker/serve.py,
+# processing/upload_limits.py), before anything is stored.
 UPLOAD_MAX_BYTES = env_int("UPLOAD_MAX_BYTES", 50 * 1024 * 1024)
 FILE_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
 DATA_UPLOAD_MAX_MEMORY_SIZE = 2 * 1024 * 1024
+FILE_UPLOAD_HANDLERS = [
+    "processing.upload_limits.LimitedUploadHandler",
+    "django.core.files.uploadhandler.MemoryFileUploadHandler",
+    "django.core.files.uploadhandler.TemporaryFileUploadHandler",
+]
+# Per person: uploads a minute, and bytes an hour (429 RATE_LIMITED beyond them).
+UPLOADS_PER_MINUTE = env_int("UPLOADS_PER_MINUTE", 30)
+UPLOAD_BYTES_PER_HOUR = env_int("UPLOAD_BYTES_PER_HOUR", 2 * 1024**3)
+# Sign-in: failed attempts per username, and attempts per address, in LOGIN_WINDOW seconds.
+LOGIN_FAILURES_PER_USERNAME = env_int("LOGIN_FAILURES_PER_USERNAME", 5)
+LOGIN_ATTEMPTS_PER_ADDRESS = env_int("LOGIN_ATTEMPTS_PER_ADDRESS", 30)
+LOGIN_WINDOW = env_int("LOGIN_WINDOW", 900)
 
 # Limits a document must stay within (DOCUMENT_TOO_COMPLEX beyond them).
 DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
 DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
 # Documents with fewer pages than this go to the high-priority queue.
 HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
+# The entities stage stops counting past these (and notes it on the page).
+ENTITIES_MAX_PER_PAGE = env_int("ENTITIES_MAX_PER_PAGE", 5_000)
+ENTITIES_MAX_PER_DOCUMENT = env_int("ENTITIES_MAX_PER_DOCUMENT", 200_000)
+# HTML is parsed within these: elements read, and nesting depth (deeper text is
+# still read, flattened); a document cut short says so in a page note.
+HTML_MAX_NODES = env_int("HTML_MAX_NODES", 500_000)
 
 # Progress writes are throttled to one per job per this many seconds.
 PROGRESS_WRITE_INTERVAL = float(os.environ.get("PROGRESS_WRITE_INTERVAL", "0.5"))

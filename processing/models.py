@@ -384,6 +384,15 @@ class DocumentPage(models.Model):
     entities_done = models.BooleanField(
         default=False, help_text="The entities stage's checkpoint for this page."
     )
+    text_note = models.CharField(
+        max_length=500, blank=True, default="", help_text="Why the text is incomplete, if it is."
+    )
+    entities_note = models.CharField(
+        max_length=500,
+        blank=True,
+        default="",
+        help_text="Why the entities stage stopped counting on this page, if it did.",
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

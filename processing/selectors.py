@@ -181,37 +181,78 @@ def matter_summary(matter_id: uuid.UUID) -> dict[str, Any]:
     }
 
 
-def entities_by_kind(document: Document) -> list[dict[str, Any]]:
-    """The document's entities for its result page, in one query.
+ENTITY_ROWS_PER_KIND = 50
+ENTITY_PAGES_SHOWN = 20
+
+
+def entities_by_kind(
+    document: Document,
+    screens: dict[str, int] | None = None,
+    *,
+    per_kind: int = ENTITY_ROWS_PER_KIND,
+) -> list[dict[str, Any]]:
+    """The document's entities for its result page, a bounded screen of each kind, in one query.
 
     One group per kind (in ``Entity.Kind`` order, empty kinds left out); in a
     group, one row per distinct value in order of first appearance, with the
-    text as first written and every page it is on.
+    text as first written and the first ``ENTITY_PAGES_SHOWN`` pages it is on.
+    ``screens`` picks, per kind, which screen of ``per_kind`` rows to show
+    (1-based; the first by default), so that a document with 200,000 entities
+    still gives a page of bounded size.
     """
-    groups: dict[str, dict[str, dict[str, Any]]] = {kind: {} for kind in Entity.Kind.values}
-    rows = (
-        Entity.objects.filter(document=document)
-        .order_by("page_number", "start")
-        .values_list("kind", "value", "text", "page_number")
-    )
-    for kind, value, text, page_number in rows:
-        row = groups.setdefault(kind, {}).setdefault(
-            value, {"value": value, "text": text, "pages": [], "count": 0}
-        )
-        row["count"] += 1
-        if not row["pages"] or row["pages"][-1] != page_number:
-            row["pages"].append(page_number)
-    labels = dict(Entity.Kind.choices)
-    return [
-        {
-            "kind": kind,
-            "label": labels.get(kind, kind),
-            "entities": list(rows_of.values()),
-            "count": sum(r["count"] for r in rows_of.values()),
-        }
-        for kind, rows_of in groups.items()
-        if rows_of
+    screens = screens or {}
+    skips = [(kind, max(screens.get(kind, 1), 1) - 1) for kind in Entity.Kind.values]
+    values_sql = ", ".join(["(%s, %s)"] * len(skips))
+    params: list[Any] = [
+        ENTITY_PAGES_SHOWN,
+        document.pk,
+        *(item for kind, screen in skips for item in (kind, screen * per_kind)),
+        per_kind,
     ]
+    sql = f"""
+        WITH distinct_values AS (
+            SELECT kind, value,
+                   (array_agg(text ORDER BY page_number, start))[1] AS text,
+                   (array_agg(DISTINCT page_number ORDER BY page_number))[1:%s] AS pages,
+                   count(DISTINCT page_number) AS page_total,
+                   count(*) AS occurrences,
+                   min(page_number::bigint * 4294967296 + start) AS first_place
+            FROM {Entity._meta.db_table}
+            WHERE document_id = %s
+            GROUP BY kind, value
+        ), ranked AS (
+            SELECT *, row_number() OVER (PARTITION BY kind ORDER BY first_place) AS position,
+                   count(*) OVER (PARTITION BY kind) AS value_total,
+                   sum(occurrences) OVER (PARTITION BY kind) AS kind_total
+            FROM distinct_values
+        )
+        SELECT ranked.kind, value, text, pages, page_total, value_total, kind_total, skip
+        FROM ranked JOIN (VALUES {values_sql}) AS screens (kind, skip) USING (kind)
+        WHERE position > skip AND position <= skip + %s
+        ORDER BY position
+    """
+    groups: dict[str, dict[str, Any]] = {}
+    labels = dict(Entity.Kind.choices)
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        rows = cursor.fetchall()
+    for kind, value, text, pages, page_total, value_total, kind_total, skip in rows:
+        group = groups.setdefault(
+            kind,
+            {
+                "kind": kind,
+                "label": labels.get(kind, kind),
+                "entities": [],
+                "count": int(kind_total),
+                "values": int(value_total),
+                "screen": skip // per_kind + 1,
+                "screens": -(-int(value_total) // per_kind),
+            },
+        )
+        group["entities"].append(
+            {"value": value, "text": text, "pages": pages, "more_pages": page_total - len(pages)}
+        )
+    return [groups[kind] for kind in Entity.Kind.values if kind in groups]
 
 
 def latest_job_of(document: Document) -> ProcessingJob | None:

@@ -96,9 +96,10 @@ class LiveApp:
 def running_app(
     media_root: Path, name: str, *, relay: bool, **environment: str
 ) -> Iterator[LiveApp]:
-    """daphne, and the live relay if ``relay``, until the block ends."""
+    """The web server (daphne, as jobtracker.serve runs it), and the live relay if ``relay``,
+    until the block ends."""
     live = LiveApp(media_root, name, **environment)
-    live.start("web", "-m", "daphne", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
+    live.start("web", "-m", "jobtracker.serve", "-b", "127.0.0.1", "-p", str(live.port), ASGI_APP)
     if relay:
         live.start("live", "manage.py", "live_relay")
     try:

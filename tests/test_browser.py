@@ -188,6 +188,12 @@ def test_a_sixty_page_upload_moves_through_every_stage_without_a_reload(
 
     row.locator("a.job-name").click()
     page.click("text=Open the processed document")
+    # The text comes 20 pages a screen: page 60 is on the third.
+    page.wait_for_selector("#page-20")
+    assert page.locator("#page-21").count() == 0
+    page.click("#text-pages a[rel=next]")
+    page.wait_for_selector("#page-40")
+    page.click("#text-pages a[rel=next]")
     page.wait_for_selector("#page-60")
 
 

@@ -586,6 +586,34 @@ def test_broken_html_is_read_tolerantly(write: Write) -> None:
     assert "Unclosed bold" in text and "cell one\tcell two" in text
 
 
+def test_deeply_nested_html_keeps_the_text_below_libxml2s_depth_limit(write: Write) -> None:
+    # libxml2 builds no tree deeper than 2,048 levels and silently drops what is below.
+    depth = 5000
+    page = "".join(f"<div><span>level {n}</span>" for n in range(depth)) + " The end."
+    page += "</div>" * depth
+    path = write(page.encode(), "deep.html")
+    assert path.stat().st_size < 200_000
+    with open_document(path, HTML) as reader:
+        text, note = reader.page_text(0), reader.page_note(0)
+    assert note == ""
+    assert "level 0\nlevel 1\n" in text and "level 4999 The end." in text
+
+
+def test_flat_html_past_its_node_budget_is_read_up_to_there_and_says_so(write: Write) -> None:
+    page = "<html><body>" + "".join(f"<p>para {n}</p>" for n in range(30_000)) + "</body></html>"
+    path = write(page.encode(), "flat.html")
+    with open_document(path, HTML, max_html_nodes=10_000) as reader:
+        text, note = reader.page_text(0), reader.page_note(0)
+    lines = text.splitlines()
+    assert lines[0] == "para 0" and "para 9990" in lines and "para 10000" not in lines
+    assert note == (
+        "Only part of this page was read: it has more than 10,000 HTML elements, the limit; "
+        "the text after them is missing."
+    )
+    with open_document(path, HTML) as reader:  # within the default budget: all of it
+        assert reader.page_text(0).splitlines()[-1] == "para 29999" and not reader.page_note(0)
+
+
 # --- the real-world corpus ----------------------------------------------------------------
 
 

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest
 from django.db import connection
+from django.db.models import Count
 from django.test import Client
 from django.test.utils import CaptureQueriesContext
 
+from processing.errors import StageCancelled
 from processing.jobs import lifecycle
 from processing.jobs.context import StageContext
 from processing.models import (
@@ -30,7 +32,7 @@ from processing.models import (
 from processing.pipeline import entities as entities_module
 from processing.pipeline import entity_finder
 from processing.pipeline.entities import entities
-from processing.pipeline.entity_finder import Found, find_entities
+from processing.pipeline.entity_finder import Found, find_entities, find_entities_by_window
 from processing.pipeline.registry import DOCUMENT_PROCESSING, get_pipeline, register
 from tests.conftest import job_of, make_pdf
 
@@ -281,11 +283,11 @@ def scanned(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     """The first line of every page text the stage scans, in order."""
     seen: list[str] = []
 
-    def counting(text: str) -> list[Found]:
+    def counting(text: str) -> Iterator[list[Found]]:
         seen.append(text.splitlines()[0] if text else "")
-        return find_entities(text)
+        return find_entities_by_window(text)
 
-    monkeypatch.setattr(entities_module, "find_entities", counting)
+    monkeypatch.setattr(entities_module, "find_entities_by_window", counting)
     return seen
 
 
@@ -365,15 +367,15 @@ def test_a_retry_resumes_after_the_last_saved_page_and_duplicates_nothing(
 ) -> None:
     monkeypatch.setattr(entities_module, "FLUSH_PAGES", 1)
     broken = {"armed": True}
-    counting = entities_module.find_entities
+    counting = entities_module.find_entities_by_window
 
-    def failing_on_page_3(text: str) -> list[Found]:
+    def failing_on_page_3(text: str) -> Iterator[list[Found]]:
         found = counting(text)
         if text.startswith("Page 3") and broken.pop("armed", False):
             raise RuntimeError("worker lost mid-page")
         return found
 
-    monkeypatch.setattr(entities_module, "find_entities", failing_on_page_3)
+    monkeypatch.setattr(entities_module, "find_entities_by_window", failing_on_page_3)
     client = api_client(alice)
     job = job_of(client.upload(matter.pk, "agreement.pdf", make_pdf(PAGES)))
     worker()
@@ -598,3 +600,205 @@ def test_every_kind_has_a_place_in_the_overlap_precedence() -> None:
     # Two overlapping matches of the same length are settled by it; a kind missing
     # from it would fail the entities stage on the first such page.
     assert set(entity_finder._PRECEDENCE) == set(Entity.Kind)
+
+
+# --- hostile pages: linear overlap removal, caps, windows ------------------------------
+
+
+def quadratic_without_overlaps(candidates: list[Found]) -> list[Found]:
+    """The overlap removal the finder used before it was made linear: the test oracle."""
+    import bisect
+
+    ordered = sorted(
+        candidates,
+        key=lambda f: (-(f.end - f.start), entity_finder._PRECEDENCE[f.kind], f.start),
+    )
+    starts: list[int] = []
+    kept: list[Found] = []
+    for found in ordered:
+        i = bisect.bisect_right(starts, found.start)
+        if i > 0 and kept[i - 1].end > found.start:
+            continue
+        if i < len(kept) and kept[i].start < found.end:
+            continue
+        starts.insert(i, found.start)
+        kept.insert(i, found)
+    return kept
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_overlap_removal_keeps_what_the_quadratic_one_kept(seed: int) -> None:
+    import random
+
+    rng = random.Random(seed)
+    kinds = list(entity_finder._PRECEDENCE)
+    candidates = []
+    for _ in range(rng.randint(0, 300)):
+        start = rng.randint(0, 2000)
+        end = start + rng.randint(1, rng.choice([3, 20, 500]))
+        candidates.append(Found(rng.choice(kinds), "x", "x", start, end))
+    assert entity_finder._without_overlaps(candidates) == quadratic_without_overlaps(candidates)
+
+
+HOSTILE_LINE = "a{n}@x.example (402) 555-{n:04d} 2021-01-{d:02d} $1{n},00 "
+
+
+def hostile_line(repeats: int) -> str:
+    """One line of back-to-back emails, phones, dates and amounts (4 entities a repeat)."""
+    return "".join(HOSTILE_LINE.format(n=n % 10000, d=n % 28 + 1) for n in range(repeats))
+
+
+def test_a_long_line_found_window_by_window_matches_it_found_whole() -> None:
+    text = hostile_line(2500)  # about 120 KB: three windows
+    windows = list(find_entities_by_window(text, window=40_000))
+    assert len(windows) > 2
+    assert [f for window in windows for f in window] == find_entities(text)
+
+
+@needs_worker
+def test_a_page_of_back_to_back_entities_completes_with_the_cap_noted(
+    api_client: Any,
+    alice: Any,
+    matter: Matter,
+    worker: Any,
+    settings: Any,
+    extract_then_entities: None,
+) -> None:
+    settings.ENTITIES_MAX_PER_PAGE = 300
+    settings.ENTITIES_MAX_PER_DOCUMENT = 450
+    client = api_client(alice)
+    # A text file: one line per page, pages separated by form feeds.
+    pages = ["Page one. " + hostile_line(400), "Page two. " + hostile_line(400), "Page three."]
+    job = job_of(client.upload(matter.pk, "hostile.txt", "\f".join(pages).encode()))
+    worker()
+
+    body = client.get(f"/api/jobs/{job.pk}").json()
+    assert (body["status"], body["error_code"]) == ("COMPLETED", None)
+    assert (body["items_done"], body["items_total"]) == (3, 3)
+    per_page = dict(
+        Entity.objects.filter(document=job.document)
+        .values("page_number")
+        .annotate(n=Count("id"))
+        .values_list("page_number", "n")
+    )
+    assert per_page == {1: 300, 2: 150}
+    notes = dict(
+        DocumentPage.objects.filter(document=job.document).values_list(
+            "page_number", "entities_note"
+        )
+    )
+    assert notes[1] == "Entities on this page: counting stopped at 300, the limit per page."
+    assert notes[2] == ""
+    assert notes[3].startswith("Not scanned for entities: the document reached its limit of 450")
+    assert not DocumentPage.objects.filter(document=job.document, entities_done=False).exists()
+
+    page = Client()
+    page.force_login(alice)
+    html = page.get(f"/documents/{job.document.pk}/").content.decode()
+    assert "counting stopped at 300, the limit per page" in html
+    assert "reached its limit of 450 entities" in html
+
+
+@pytest.mark.django_db
+def test_a_cancel_stops_the_stage_inside_a_long_page(
+    matter: Matter, settings: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings.CANCEL_CHECK_INTERVAL = 0
+    settings.ENTITIES_MAX_PER_PAGE = 100_000
+    document = make_document(matter, [hostile_line(6000)])  # about 300 KB: several windows
+    ctx = direct_context(document)
+    windows: list[int] = []
+    real = entity_finder.find_entities
+
+    def counting(text: str) -> list[Found]:
+        windows.append(len(text))
+        if len(windows) == 2:
+            lifecycle.cancel(ProcessingJob.objects.get(pk=ctx.job.pk), by=None)
+        return real(text)
+
+    monkeypatch.setattr(entity_finder, "find_entities", counting)
+    with pytest.raises(StageCancelled):
+        entities(ctx)
+    assert len(windows) == 2
+    assert not Entity.objects.filter(document=document).exists()
+    assert not DocumentPage.objects.filter(document=document, entities_done=True).exists()
+
+
+# --- the document page stays of bounded size --------------------------------------------
+
+
+@pytest.mark.django_db
+def test_a_document_of_many_pages_shows_its_text_a_screen_at_a_time(
+    alice: Any, matter: Matter
+) -> None:
+    document = make_document(matter, [f"Text of page {n}. " + "word " * 200 for n in range(1, 61)])
+
+    html = page_as(alice, document).content.decode()
+    assert 'id="page-1"' in html and 'id="page-20"' in html and 'id="page-21"' not in html
+    assert "Text 1 of 3 (pages 1–20)" in html
+    assert 'href="?page=2#text" rel="next"' in html and 'rel="prev"' not in html
+
+    second = Client()
+    second.force_login(alice)
+    html = second.get(f"/documents/{document.pk}/?page=2").content.decode()
+    assert 'id="page-20"' not in html and 'id="page-21"' in html and 'id="page-40"' in html
+    assert 'href="?page=1#text" rel="prev"' in html and 'href="?page=3#text" rel="next"' in html
+    # A screen number past the end shows the last screen, not an error.
+    html = second.get(f"/documents/{document.pk}/?page=99").content.decode()
+    assert 'id="page-60"' in html and 'rel="next"' not in html
+
+
+@pytest.mark.django_db
+def test_the_document_page_is_bounded_for_huge_pages_and_many_entities(
+    alice: Any, matter: Matter
+) -> None:
+    huge = "x" * 1_000_000
+    emails = " ".join(f"person{n}@example.com" for n in range(120))
+    document = make_document(matter, [huge, huge, emails, huge])
+    entities(direct_context(document))
+
+    response = page_as(alice, document)
+    assert response.status_code == 200
+    # One huge page a screen, cut at 200,000 characters: never the 3 MB of text.
+    assert len(response.content) < 300_000
+    html = response.content.decode()
+    assert 'id="page-1"' in html and 'id="page-2"' not in html
+    assert "Showing the first 200000 of 1000000 characters of this page." in html
+    # The email table shows 50 of its 120 values, and links to the next 50.
+    assert html.count('<td class="entity-value">person') == 50
+    assert "120 values, 1 of 3" in html
+    assert 'href="?entities_email=2#entities-email" rel="next"' in html
+
+    again = Client()
+    again.force_login(alice)
+    html = again.get(f"/documents/{document.pk}/?entities_email=3&page=3").content.decode()
+    assert html.count('<td class="entity-value">person') == 20
+    assert '<td class="entity-value">person119@example.com</td>' in html
+    assert '<td class="entity-value">person99@example.com</td>' not in html
+    assert 'id="page-3"' in html
+
+
+@needs_worker
+def test_html_cut_short_completes_with_a_warning_on_its_page(
+    api_client: Any,
+    alice: Any,
+    matter: Matter,
+    worker: Any,
+    settings: Any,
+    extract_then_entities: None,
+) -> None:
+    settings.HTML_MAX_NODES = 1000
+    body = "".join(f"<p>Paragraph {n}, sent 2021-01-{n % 28 + 1:02d}.</p>" for n in range(3000))
+    client = api_client(alice)
+    job = job_of(
+        client.upload(matter.pk, "flat.html", f"<html><body>{body}</body></html>".encode())
+    )
+    worker()
+
+    assert client.get(f"/api/jobs/{job.pk}").json()["status"] == "COMPLETED"
+    page = DocumentPage.objects.get(document=job.document)
+    assert "Paragraph 990," in page.text and "Paragraph 1000," not in page.text
+    assert page.text_note.startswith("Only part of this page was read: it has more than 1,000")
+    html = page_as(alice, job.document).content.decode()
+    assert 'id="document-notes"' in html
+    assert "Only part of this page was read: it has more than 1,000 HTML elements" in html

@@ -236,7 +236,7 @@ def cmd_run(args: list[str]) -> int:
                 [
                     sys.executable,
                     "-m",
-                    "daphne",
+                    "jobtracker.serve",
                     "-b",
                     host,
                     "-p",

@@ -32,7 +32,8 @@ def extract(ctx: StageContext) -> None:
     every ``FLUSH_SECONDS``, so a crash loses at most that much work, or sooner
     once a batch holds ``FLUSH_CHARS`` characters of text, so a large document never sits
     in memory. Progress and the cancel check come between batches, when the
-    connection is free.
+    connection is free. A page a reader could read only part of (a budget cut it
+    short) gets the reader's note in ``text_note``, which the document page shows.
     """
     document = ctx.document
     with open_document(
@@ -41,6 +42,7 @@ def extract(ctx: StageContext) -> None:
         max_pages=settings.DOCUMENT_MAX_PAGES,
         max_text_bytes=settings.DOCUMENT_MAX_TEXT_BYTES,
         max_image_pixels=settings.IMAGE_MAX_PIXELS,
+        max_html_nodes=settings.HTML_MAX_NODES,
     ) as reader:
         total = reader.page_count
         if document.page_count != total:
@@ -60,7 +62,8 @@ def extract(ctx: StageContext) -> None:
                     continue
                 text = _clean(reader.page_text(index))
                 done += 1
-                yield (document.pk, index + 1, text, len(text), source)
+                note = reader.page_note(index)[:500]
+                yield (document.pk, index + 1, text, len(text), source, note)
 
         def between_batches() -> None:
             ctx.progress(done, total)
@@ -69,7 +72,7 @@ def extract(ctx: StageContext) -> None:
         try:
             stream_rows(
                 DocumentPage,
-                ("document", "page_number", "text", "char_count", "source"),
+                ("document", "page_number", "text", "char_count", "source", "text_note"),
                 pages(),
                 seconds=FLUSH_SECONDS,
                 max_size=FLUSH_CHARS,

@@ -9,6 +9,7 @@ from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
+from django.db.models.functions import Left
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -21,7 +22,7 @@ from processing import selectors
 from processing.jobs import estimates
 from processing.jobs.states import JobStatus
 from processing.matters import create_matter
-from processing.models import DocumentPage, Matter, ProcessingJob, Role
+from processing.models import Entity, Matter, ProcessingJob, Role
 from processing.payloads import job_detail_payload, job_payload
 from processing.permissions import Action, job_actions, role_allows
 from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
@@ -307,26 +308,130 @@ def job_detail(request: HttpRequest, job_id: str) -> HttpResponse:
     return render(request, "processing/job_detail.html", {"job": view})
 
 
+# The document page shows its text a screen at a time: this many pages, or fewer
+# once they hold this many characters; a longer page is cut at that many.
+TEXT_PAGES_PER_SCREEN = 20
+TEXT_CHARS_PER_SCREEN = 200_000
+
+
 @login_required
 def document_detail(request: HttpRequest, document_id: str) -> HttpResponse:
-    """A processed document: its pages' text (and which came from OCR), its entities, its job."""
+    """A processed document: a screen of its pages' text, its entities a screen per kind, its job.
+
+    The response stays of bounded size however large the document: at most
+    ``TEXT_PAGES_PER_SCREEN`` pages or ``TEXT_CHARS_PER_SCREEN`` characters of
+    text (``?page=``), and ``selectors.ENTITY_ROWS_PER_KIND`` entity rows per kind
+    (``?entities_<kind>=``). What a stage left incomplete (a page cut short, a
+    cap on entities) is listed at the top.
+    """
     document = selectors.document_for(request.user, document_id)
     if document is None:
         raise Http404("No such document.")
     job = document.jobs.order_by("-created_at").first()
-    pages = list(
-        document.pages.order_by("page_number").only(
-            "page_number", "text", "source", "ocr_status", "ocr_confidence", "ocr_note"
+    outline = list(
+        document.pages.order_by("page_number").values_list(
+            "page_number", "char_count", "source", "text_note", "entities_note"
         )
     )
+    screens = text_screens([(number, size) for number, size, *_ in outline])
+    screen = _screen_number(request.GET.get("page"), len(screens))
+    first, last = screens[screen - 1] if screens else (0, -1)
+    pages = list(
+        document.pages.filter(page_number__gte=first, page_number__lte=last)
+        .order_by("page_number")
+        .annotate(shown_text=Left("text", TEXT_CHARS_PER_SCREEN))
+        .only(
+            "page_number",
+            "char_count",
+            "source",
+            "ocr_status",
+            "ocr_confidence",
+            "ocr_note",
+            "text_note",
+            "entities_note",
+        )
+    )
+    for page in pages:
+        page.cut = page.char_count > TEXT_CHARS_PER_SCREEN  # type: ignore[attr-defined]
+    entity_screens = {
+        kind: _screen_number(request.GET.get(f"entities_{kind}"), None)
+        for kind in Entity.Kind.values
+    }
+    groups = selectors.entities_by_kind(document, entity_screens)
+    for group in groups:
+        group["previous_link"] = _link(request, f"entities_{group['kind']}", group["screen"] - 1)
+        group["next_link"] = (
+            _link(request, f"entities_{group['kind']}", group["screen"] + 1)
+            if group["screen"] < group["screens"]
+            else None
+        )
     return render(
         request,
         "processing/document_detail.html",
         {
             "document": document,
             "pages": pages,
-            "ocr_pages": sum(1 for p in pages if p.source == DocumentPage.Source.OCR),
-            "entity_groups": selectors.entities_by_kind(document),
+            "screen": screen,
+            "screens": len(screens),
+            "previous_link": _link(request, "page", screen - 1),
+            "next_link": _link(request, "page", screen + 1) if screen < len(screens) else None,
+            "shown_chars": TEXT_CHARS_PER_SCREEN,
+            "ocr_pages": sum(1 for *_, source, _t, _e in outline if source == "ocr"),
+            "notes": _notes(outline),
+            "entity_groups": groups,
             "job": job,
         },
     )
+
+
+def text_screens(sizes: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Split pages ``(number, characters)`` into screens: (first, last) page numbers of each."""
+    screens: list[tuple[int, int]] = []
+    first: int | None = None
+    previous, count, chars = 0, 0, 0
+    for number, size in sizes:
+        if first is not None and (
+            count >= TEXT_PAGES_PER_SCREEN
+            or chars + min(size, TEXT_CHARS_PER_SCREEN) > TEXT_CHARS_PER_SCREEN
+        ):
+            screens.append((first, previous))
+            first, count, chars = None, 0, 0
+        if first is None:
+            first = number
+        count += 1
+        chars += min(size, TEXT_CHARS_PER_SCREEN)
+        previous = number
+    if first is not None:
+        screens.append((first, previous))
+    return screens
+
+
+def _screen_number(value: str | None, screens: int | None) -> int:
+    """A 1-based screen number from a query parameter: anything odd is the first (or last)."""
+    try:
+        number = max(int(value or 1), 1)
+    except ValueError:
+        number = 1
+    return min(number, screens) if screens else number
+
+
+def _link(request: HttpRequest, name: str, number: int) -> str | None:
+    """This page's address with ``name`` set to ``number``; None before the first screen."""
+    if number < 1:
+        return None
+    query = request.GET.copy()
+    query[name] = str(number)
+    return f"?{query.urlencode()}"
+
+
+def _notes(outline: list[tuple[Any, ...]]) -> list[dict[str, Any]]:
+    """Each distinct note a stage left on pages, with the pages it is on (first ones)."""
+    found: dict[str, list[int]] = {}
+    for number, _size, _source, text_note, entities_note in outline:
+        for note in (text_note, entities_note):
+            if note:
+                found.setdefault(note, []).append(number)
+    return [
+        {"note": note, "pages": numbers[:10], "more_pages": len(numbers) - min(len(numbers), 10)}
+        for note, numbers in found.items()
+    ]

@@ -36,14 +36,16 @@ def open_document(
     max_pages: int = 5000,
     max_text_bytes: int | None = None,
     max_image_pixels: int = 150_000_000,
+    max_html_nodes: int = 500_000,
 ) -> DocumentReader:
     """Open ``path`` as ``content_type`` (PDF, DOCX, TEXT, HTML or an image) page by page.
 
     Raises :class:`CorruptDocument`, :class:`EncryptedDocument` or
     :class:`DocumentTooComplex` (over ``max_pages`` pages, over
     ``max_text_bytes`` of text or of uncompressed markup, or an image page over
-    ``max_image_pixels``). ``OSError`` from a missing or unreadable file is not
-    the document's fault and is not caught.
+    ``max_image_pixels``). HTML past ``max_html_nodes`` elements is read up to
+    there, and :meth:`DocumentReader.page_note` says so. ``OSError`` from a
+    missing or unreadable file is not the document's fault and is not caught.
     """
     path = Path(path)
     path.stat()  # a missing file is a storage problem, not a corrupt document
@@ -55,7 +57,7 @@ def open_document(
     elif content_type == TEXT:
         reader = TextReader(path, budget)
     elif content_type == HTML:
-        reader = HtmlReader(path, budget)
+        reader = HtmlReader(path, budget, max_nodes=max_html_nodes)
     elif content_type in IMAGE_TYPES:
         reader = ImageReader(path, content_type, max_pages=max_pages, max_pixels=max_image_pixels)
     else:

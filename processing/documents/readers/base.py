@@ -34,6 +34,10 @@ class DocumentReader(ABC):
     def page_text(self, index: int) -> str:
         """The text of page ``index`` (0-based); empty for a page without a text layer."""
 
+    def page_note(self, index: int) -> str:
+        """Why page ``index``'s text is incomplete (a budget cut it short), or ""."""
+        return ""
+
     @abstractmethod
     def close(self) -> None:
         """Release the file, the parser and the text held; safe to call twice."""

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import lxml.etree
-import lxml.html
 
 from processing.documents.detect import HTML
 from processing.documents.encodings import html_encoding
@@ -90,71 +89,127 @@ _CELLS = {"td", "th"}
 
 
 class HtmlReader(DocumentReader):
-    """The visible text of an HTML file, as one page."""
+    """The visible text of an HTML file, as one page; cut short past ``max_nodes`` elements."""
 
     content_type = HTML
     page_count = 1
 
-    def __init__(self, path: Path, budget: TextBudget) -> None:
+    def __init__(self, path: Path, budget: TextBudget, *, max_nodes: int = 500_000) -> None:
         budget.charge_bytes(path.stat().st_size, "HTML")
         data = path.read_bytes()
         self.encoding = html_encoding(data)
         text = data.decode(self.encoding, errors="replace")
-        self._text = budget.charge_page(0, _visible_text(clean_text(text)))
+        del data
+        visible, self.note = _visible_text(clean_text(text), max_nodes=max_nodes)
+        self._text = budget.charge_page(0, visible)
 
     def page_text(self, index: int) -> str:
         self._check_index(index)
         return self._text
 
+    def page_note(self, index: int) -> str:
+        self._check_index(index)
+        return self.note
+
     def close(self) -> None:
         self._text = ""
 
 
-def _visible_text(markup: str) -> str:
-    """What a browser shows: no scripts, styles or head; blocks and rows on their own lines."""
+FEED_CHARS = 1024 * 1024
+COMPACT_PARTS = 4096
+
+
+def _visible_text(markup: str, *, max_nodes: int) -> tuple[str, str]:
+    """What a browser shows, and a note when only part of it could be read.
+
+    The markup goes through libxml2's HTML parser as a stream of events into
+    :class:`_VisibleText`, never as a tree: a tree of a few MB of flat markup
+    took hundreds of MB, and libxml2 cuts a tree at 2,048 levels of nesting
+    (silently dropping the text below), where the event stream has no such
+    limit. Past ``max_nodes`` elements the rest is not read and the note says so.
+    """
     markup = _XML_DECLARATION.sub("", markup, count=1)
     if not markup.strip():
-        return ""
-    parser = lxml.html.HTMLParser(remove_comments=True, remove_pis=True, huge_tree=True)
+        return "", ""
+    out = _VisibleText(max_nodes)
+    # The stubs' ParserTarget wants close() to return the parse result; ours has none.
+    target: Any = out
+    parser = lxml.etree.HTMLParser(target=target, remove_comments=True, remove_pis=True)
     try:
-        root = lxml.html.document_fromstring(markup, parser=parser)
+        for offset in range(0, len(markup), FEED_CHARS):
+            parser.feed(markup[offset : offset + FEED_CHARS])
+            if out.cut_short:
+                break
+        parser.close()
     except (lxml.etree.ParserError, ValueError):
-        return ""
-    out = _VisibleText()
-    walker = lxml.etree.iterwalk(root, events=("start", "end"))
-    for event, element in walker:
-        tag = element.tag.lower() if isinstance(element.tag, str) else ""
-        hidden = tag in _INVISIBLE or _is_hidden(element)
-        if event == "start":
-            if hidden:
-                walker.skip_subtree()
-                continue
-            if tag in _BLOCKS:
-                out.end_line()
-            elif tag == "br":
-                out.line_break()
-            if tag == "pre":
-                out.preformatted += 1
-            out.add(element.text)
-        else:
-            if not hidden:
-                if tag in _BLOCKS:
-                    out.end_line()
-                elif tag in _CELLS:
-                    out.cell()
-                if tag == "pre":
-                    out.preformatted -= 1
-            out.add(element.tail)
-    return tidy_lines(out.text())
+        if not out.elements:
+            return "", ""
+    note = ""
+    if out.cut_short:
+        note = (
+            f"Only part of this page was read: it has more than {max_nodes:,} HTML elements, "
+            "the limit; the text after them is missing."
+        )
+    return tidy_lines(out.text()), note
 
 
 class _VisibleText:
-    """Collects rendered text: collapsed whitespace, one line per block, tabs between cells."""
+    """Parser target: the rendered text, one line per block, tabs between cells."""
 
-    def __init__(self) -> None:
+    def __init__(self, max_nodes: int) -> None:
         self.parts: list[str] = []
+        self._done: list[str] = []
         self.preformatted = 0
         self._at_line_start = True
+        self.max_nodes = max_nodes
+        self.elements = 0
+        self.cut_short = False
+        self._open: list[tuple[str, bool]] = []  # tag, and whether it was hidden
+        self._hidden_depth = 0  # inside this many hidden elements: nothing shows
+
+    def start(self, tag: Any, attrib: Any) -> None:
+        """An element opens: hidden ones hide all they hold; blocks start a line."""
+        if self.cut_short:
+            return
+        self.elements += 1
+        if self.elements > self.max_nodes:
+            self.cut_short = True
+            return
+        tag = tag.lower() if isinstance(tag, str) else ""
+        hidden = self._hidden_depth > 0 or tag in _INVISIBLE or _is_hidden(attrib)
+        self._open.append((tag, hidden))
+        if hidden:
+            self._hidden_depth += 1
+            return
+        if tag in _BLOCKS:
+            self.end_line()
+        elif tag == "br":
+            self.line_break()
+        if tag == "pre":
+            self.preformatted += 1
+
+    def end(self, tag: Any) -> None:
+        """An element closes: blocks end their line, cells add a tab."""
+        if self.cut_short or not self._open:
+            return
+        tag, hidden = self._open.pop()
+        if hidden:
+            self._hidden_depth -= 1
+            return
+        if tag in _BLOCKS:
+            self.end_line()
+        elif tag in _CELLS:
+            self.cell()
+        if tag == "pre":
+            self.preformatted -= 1
+
+    def data(self, text: str) -> None:
+        """Text: shown unless inside a hidden element."""
+        if not self.cut_short and not self._hidden_depth:
+            self.add(text)
+
+    def close(self) -> None:
+        """The end of the markup."""
 
     def add(self, text: str | None) -> None:
         if not text:
@@ -167,6 +222,11 @@ class _VisibleText:
                 return
         self.parts.append(text)
         self._at_line_start = text.endswith("\n")
+        if len(self.parts) > COMPACT_PARTS:
+            # Millions of small strings cost far more than their text: keep all but
+            # the last (which line_break and cell may still trim) as one string.
+            self._done.append("".join(self.parts[:-1]))
+            del self.parts[:-1]
 
     def end_line(self) -> None:
         """A block starts or ends: begin a new line unless one was just begun."""
@@ -186,13 +246,13 @@ class _VisibleText:
             self.parts.append("\t")
 
     def text(self) -> str:
-        return "".join(self.parts)
+        return "".join(self._done) + "".join(self.parts)
 
 
-def _is_hidden(element: Any) -> bool:
-    if element.get("hidden") is not None:
+def _is_hidden(attrib: Any) -> bool:
+    if attrib.get("hidden") is not None:
         return True
-    style = element.get("style")
+    style = attrib.get("style")
     return bool(style and _HIDDEN_STYLE.search(style))
 
 
