@@ -12,7 +12,9 @@ The callers (the columns of every row, in this order):
 
 A cell is the HTTP status; ``302L`` is a redirect to the site's login page and ``302A``
 to the admin's. For the websockets, ``open`` is an accepted socket and ``4403`` a close
-with that code before any message.
+with that code before any message. A POST is sent as a form (multipart), so an
+anonymous one is sent to the site's login before its body is read, wherever it goes
+(``processing.upload_limits``): admin's POST pages included.
 
 The requests change as little as they can: an owner's action is asked of a job whose
 status refuses it (409 shows the role check passed), so every cell of a row sees the
@@ -154,7 +156,7 @@ Q = "/admin/django_rq/dashboard/queues/0"
 ADMIN: dict[tuple[str, str], tuple[str, str]] = {
     ("admin:index", "GET"):                  ("/admin/",                      ADMIN_OPEN),
     ("admin:login", "GET"):                  ("/admin/login/",                "200 200 200 200 200 302 302"),
-    ("admin:logout", "POST"):                ("/admin/logout/",               "302 302 302 302 302 302L 302L"),
+    ("admin:logout", "POST"):                ("/admin/logout/",               "302L 302 302 302 302 302L 302L"),
     ("admin:password_change", "GET"):        ("/admin/password_change/",      ADMIN_OPEN),
     ("admin:password_change_done", "GET"):   ("/admin/password_change/done/", ADMIN_OPEN),
     ("admin:autocomplete", "GET"):           ("/admin/autocomplete/?app_label=processing&model_name=membership&field_name=user", ADMIN_MODEL),
@@ -180,9 +182,9 @@ ADMIN: dict[tuple[str, str], tuple[str, str]] = {
     ("admin:django_rq_delete_job", "GET"):   (f"{Q}/{{rq_job}}/delete/",     ADMIN_OPEN),
     ("admin:django_rq_requeue_job", "GET"):  (f"{Q}/{{rq_job}}/requeue/",    ADMIN_OPEN),
     ("admin:django_rq_enqueue_job", "GET"):  (f"{Q}/{{rq_job}}/enqueue/",    ADMIN_OPEN),
-    ("admin:django_rq_stop_job", "POST"):    (f"{Q}/{{rq_job}}/stop/",       "302A 302A 302A 302A 302A 302 302"),
-    ("admin:django_rq_confirm_action", "POST"): ("/admin/django_rq/dashboard/queues/confirm-action/0/", "302A 302A 302A 302A 302A 302 302"),
-    ("admin:django_rq_actions", "POST"):     ("/admin/django_rq/dashboard/queues/actions/0/", "302A 302A 302A 302A 302A 302 302"),
+    ("admin:django_rq_stop_job", "POST"):    (f"{Q}/{{rq_job}}/stop/",       "302L 302A 302A 302A 302A 302 302"),
+    ("admin:django_rq_confirm_action", "POST"): ("/admin/django_rq/dashboard/queues/confirm-action/0/", "302L 302A 302A 302A 302A 302 302"),
+    ("admin:django_rq_actions", "POST"):     ("/admin/django_rq/dashboard/queues/actions/0/", "302L 302A 302A 302A 302A 302 302"),
     ("admin:django_rq_workers", "GET"):      ("/admin/django_rq/dashboard/workers/0/", ADMIN_OPEN),
     ("admin:django_rq_worker_details", "GET"): ("/admin/django_rq/dashboard/workers/0/{rq_worker}/", ADMIN_OPEN),
     ("admin:django_rq_cron_scheduler_detail", "GET"): ("/admin/django_rq/dashboard/cron-schedulers/0/none/", "302A 302A 302A 302A 302A 404 404"),
