@@ -18,14 +18,14 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 from pydantic import BaseModel
 
-from processing.api.base import ErrorOut
-from processing.api.documents import (
-    PAGE_TEXT_MAX_CHARS,
+from processing.api.documents import PAGE_TEXT_MAX_CHARS
+from processing.api.schemas import (
     DocumentEnvelope,
     EntitiesEnvelope,
+    ErrorOut,
+    JobStatsEnvelope,
     PagesEnvelope,
 )
-from processing.api.jobs import JobStatsEnvelope
 from processing.jobs import estimates
 from processing.jobs.states import JobStatus
 from processing.models import Document, Matter, ProcessingJob, ProcessingState

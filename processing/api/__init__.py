@@ -1,6 +1,7 @@
 """The JSON API (django-ninja: typed inputs and an OpenAPI document), one module per resource.
 
 - ``base``: the error envelope, JSON responses, authentication, scoped lookups;
+- ``schemas``: what each endpoint answers (one schema per object), for the OpenAPI document;
 - ``matters``: matters and their members; ``documents``: uploads, and a document's
   results (metadata, pages, entities, the original file);
 - ``jobs``: a matter's jobs, the actions on them, and the caller's jobs;

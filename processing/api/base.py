@@ -12,34 +12,11 @@ from typing import Any
 
 from django.core.serializers.json import DjangoJSONEncoder
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from ninja import Schema
 from ninja.security import HttpBearer, SessionAuth
 
 from processing import selectors, tokens
 from processing.models import Document, Matter, ProcessingJob
 from processing.permissions import Action, role_allows
-
-
-class ErrorBody(Schema):
-    """What went wrong: a stable ``code``, a sentence for a person, and ``details``."""
-
-    code: str
-    message: str
-    details: dict[str, Any]
-
-
-class ErrorOut(Schema):
-    """The error envelope every refusal under /api/ answers (for the OpenAPI document)."""
-
-    error: ErrorBody
-
-
-class PageMeta(Schema):
-    """Where a paginated list stands: its ``total`` rows, this ``page``, rows ``per_page``."""
-
-    total: int
-    page: int
-    per_page: int
 
 
 def page_slice(page: int, per_page: int, total: int) -> tuple[int, int] | None:

@@ -8,7 +8,7 @@ outside the caller's matters is ``DOCUMENT_NOT_FOUND`` whatever its id.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
 from django.db.models.functions import Left, Length
 from django.http import FileResponse, HttpRequest, HttpResponse
@@ -16,18 +16,24 @@ from django.http.response import HttpResponseBase
 from django.urls import reverse
 from ninja import File, Query, Router, Schema
 from ninja.files import UploadedFile
-from pydantic import Field
+from pydantic import Field, WithJsonSchema
 
 from processing import selectors
 from processing.api.base import (
     ApiError,
-    ErrorOut,
-    PageMeta,
     document_or_404,
     json_response,
     matter_or_404,
     page_slice,
     require,
+)
+from processing.api.schemas import (
+    RETRY_AFTER,
+    DocumentEnvelope,
+    EntitiesEnvelope,
+    PagesEnvelope,
+    UploadEnvelope,
+    refusals,
 )
 from processing.models import DocumentPage, Entity, ProcessingJob
 from processing.payloads import document_payload, job_payload
@@ -48,79 +54,11 @@ stay small. The whole text is in the original file."""
 ENTITIES_PER_PAGE_MAX = 100
 """Entities in one answer at most."""
 
-COMMON_ERRORS: dict[int, Any] = {401: ErrorOut, 404: ErrorOut}
+COMMON_ERRORS = refusals(401, 404)
 """What every document endpoint may refuse with: no credentials, a document not visible."""
 
 
-# --- schemas (the OpenAPI document's description of the answers) ----------------------
-
-
-class JobRef(Schema):
-    """The document's latest job, in short; ``url`` is its full status."""
-
-    job_id: str
-    status: str
-    url: str
-
-
-class DocumentOut(Schema):
-    """The document object."""
-
-    id: str
-    matter_id: str
-    name: str
-    content_type: str
-    size: int
-    sha256: str
-    page_count: int | None
-    processing_state: str = Field(description="PENDING, PROCESSED or INCOMPLETE.")
-    created_at: str
-    pages_url: str
-    entities_url: str
-    file_url: str
-    job: JobRef | None = Field(description="The document's latest job; null if none.")
-
-
-class DocumentEnvelope(Schema):
-    """``{"data": document}``."""
-
-    data: DocumentOut
-
-
-class PageOut(Schema):
-    """One page's text and where it came from."""
-
-    page: int = Field(description="1-based page number.")
-    text: str
-    text_truncated: bool = Field(description=f"Cut at {PAGE_TEXT_MAX_CHARS:,} characters.")
-    char_count: int = Field(description="Characters of the page's whole text.")
-    source: str = Field(description="text_layer or ocr.")
-    ocr_status: str = Field(description="'' (not looked at yet), not_needed, recognised, failed.")
-    ocr_confidence: float | None = Field(description="Mean word confidence 0-100, if OCR read it.")
-
-
-class PagesEnvelope(Schema):
-    """A page of a document's pages."""
-
-    data: list[PageOut]
-    meta: PageMeta
-
-
-class EntityOut(Schema):
-    """One distinct value of one kind found in the document, with every page it is on."""
-
-    kind: str
-    value: str = Field(description="Normalised (ISO date, 'USD 1200.00', lower-case email…).")
-    text: str = Field(description="As first written in the document.")
-    pages: list[int]
-    count: int = Field(description="How many times it was found.")
-
-
-class EntitiesEnvelope(Schema):
-    """A page of a document's entities."""
-
-    data: list[EntityOut]
-    meta: PageMeta
+# --- filters ------------------------------------------------------------------------------
 
 
 class PageFilters(Schema):
@@ -141,15 +79,38 @@ class EntityFilters(Schema):
 # --- uploads -----------------------------------------------------------------------------
 
 
+AFile = Annotated[UploadedFile | None, WithJsonSchema({"type": "string", "format": "binary"})]
+"""The upload's ``file``: documented as bytes (never null) and required (``openapi_extra``
+below); optional in Python so that a missing file reaches
+:func:`~processing.uploads.accept_upload`, whose refusal names the field."""
+
+
 @router.post(
     "/{matter_id}/documents",
+    response={
+        200: UploadEnvelope,
+        201: UploadEnvelope,
+        # 403: the role allows no upload, or a session without its CSRF token; 413: over
+        # UPLOAD_MAX_BYTES; 429: too many uploads (with Retry-After).
+        **refusals(400, 401, 403, 404, 413, 429),
+    },
     summary="Upload a document; creates and enqueues its job, unless the matter has its bytes",
+    description="201 with the new document and job; 200 with `duplicate: true` and the ones "
+    "already there when the matter has these bytes (unless `allow_duplicate`).",
+    openapi_extra={
+        "requestBody": {
+            "content": {"multipart/form-data": {"schema": {"required": ["file"]}}},
+        },
+        "responses": {
+            429: {"headers": {"Retry-After": RETRY_AFTER}},
+        },
+    },
 )
 def upload_document(
     request: HttpRequest,
     matter_id: str,
     allow_duplicate: bool = False,
-    file: UploadedFile | None = File(None),
+    file: AFile = File(None),
 ) -> HttpResponse:
     matter, role = matter_or_404(request, matter_id)
     require(role, Action.UPLOAD)
@@ -193,7 +154,7 @@ def get_document(request: HttpRequest, document_id: str) -> HttpResponse:
 
 @documents.get(
     "/{document_id}/pages",
-    response={200: PagesEnvelope, 400: ErrorOut, **COMMON_ERRORS},
+    response={200: PagesEnvelope, **refusals(400), **COMMON_ERRORS},
     summary="A document's pages: text, source (text layer or OCR), OCR confidence; paginated",
 )
 def list_pages(request: HttpRequest, document_id: str, filters: Query[PageFilters]) -> HttpResponse:
@@ -227,7 +188,7 @@ def list_pages(request: HttpRequest, document_id: str, filters: Query[PageFilter
 
 @documents.get(
     "/{document_id}/entities",
-    response={200: EntitiesEnvelope, 400: ErrorOut, **COMMON_ERRORS},
+    response={200: EntitiesEnvelope, **refusals(400), **COMMON_ERRORS},
     summary="A document's entities (one row per kind and value, with its pages); paginated",
 )
 def list_entities(

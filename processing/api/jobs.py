@@ -14,12 +14,24 @@ from pydantic import BaseModel, Field
 from processing import selectors
 from processing.api.base import (
     ApiError,
-    ErrorOut,
     forbidden,
     job_or_404,
     json_response,
     matter_or_404,
     require,
+)
+from processing.api.schemas import (
+    CACHE_CONTROL,
+    ETAG,
+    IF_NONE_MATCH,
+    BulkEnvelope,
+    JobDetailEnvelope,
+    JobEnvelope,
+    JobOut,
+    JobStatsEnvelope,
+    MatterJobsEnvelope,
+    RecentJobsEnvelope,
+    refusals,
 )
 from processing.jobs import actions, estimates
 from processing.jobs.estimates import queue_position
@@ -82,7 +94,11 @@ class BulkIn(Schema):
 # --- a matter's jobs -------------------------------------------------------------------
 
 
-@matter_jobs.get("/{matter_id}/jobs", summary="A matter's jobs, filtered and paginated")
+@matter_jobs.get(
+    "/{matter_id}/jobs",
+    response={200: MatterJobsEnvelope, **refusals(400, 401, 404)},
+    summary="A matter's jobs, filtered and paginated",
+)
 def list_matter_jobs(
     request: HttpRequest, matter_id: str, filters: Query[JobFilters]
 ) -> HttpResponse:
@@ -115,39 +131,10 @@ def _job_payloads(page: list[ProcessingJob]) -> list[dict[str, Any]]:
     return [job_payload(j, now=now, estimate=found[j.pk]) for j in page]
 
 
-class StageFigures(Schema):
-    """What a stage has recently cost, as the ETA prices it (null: no completed run yet)."""
-
-    label: str
-    seconds_per_item: float | None = Field(description="Seconds per page of the document.")
-    seconds_per_run: float | None = Field(description="Seconds every run costs, whatever its size.")
-
-
-class JobStats(Schema):
-    """A matter's jobs in figures."""
-
-    queued: int
-    processing: int
-    completed: int
-    failed: int
-    cancelled: int
-    skipped: int
-    avg_processing_time_ms: int | None = Field(
-        description="From start to completion, over the matter's COMPLETED jobs."
-    )
-    stages: dict[str, StageFigures]
-
-
-class JobStatsEnvelope(Schema):
-    """``{"data": stats}``."""
-
-    data: JobStats
-
-
 # Declared before the `/{matter_id}/jobs/{job_id}` routes: `{job_id}` would take "stats".
 @matter_jobs.get(
     "/{matter_id}/jobs/stats",
-    response={200: JobStatsEnvelope, 401: ErrorOut, 404: ErrorOut},
+    response={200: JobStatsEnvelope, **refusals(401, 404)},
     summary="A matter's jobs by status, average processing time, per-stage figures",
 )
 def job_stats(request: HttpRequest, matter_id: str) -> HttpResponse:
@@ -174,7 +161,11 @@ def job_stats(request: HttpRequest, matter_id: str) -> HttpResponse:
 
 # Declared before the `/{matter_id}/jobs/{job_id}` routes: Django tries URL patterns in
 # order, and `{job_id}` would otherwise take "bulk" and answer 405 to its POST.
-@matter_jobs.post("/{matter_id}/jobs/bulk", summary="Retry or cancel several jobs (owners)")
+@matter_jobs.post(
+    "/{matter_id}/jobs/bulk",
+    response={200: BulkEnvelope, **refusals(400, 401, 403, 404)},
+    summary="Retry or cancel several jobs (owners)",
+)
 def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpResponse:
     matter, role = matter_or_404(request, matter_id)
     require(role, Action.BULK)
@@ -194,7 +185,11 @@ def bulk_action(request: HttpRequest, matter_id: str, payload: BulkIn) -> HttpRe
     return json_response({"data": {"done": outcome.done, "refused": refused}})
 
 
-@matter_jobs.get("/{matter_id}/jobs/{job_id}", summary="One job with its stage history and audit")
+@matter_jobs.get(
+    "/{matter_id}/jobs/{job_id}",
+    response={200: JobDetailEnvelope, **refusals(401, 404)},
+    summary="One job with its stage history and audit",
+)
 def get_matter_job(request: HttpRequest, matter_id: str, job_id: str) -> HttpResponse:
     matter, _role = matter_or_404(request, matter_id)
     job = job_or_404(request, job_id, matter)
@@ -220,11 +215,16 @@ def _act(
     return json_response({"data": job_payload(job)})
 
 
-# Each action's body is optional (no body, or {"reason": "…"}).
+# Each action's body is optional (no body, or {"reason": "…"}). 403: the role does not
+# allow the action (or a session request without its CSRF token); 409: the job's status
+# does not allow it.
+ACTION_ANSWERS = {200: JobEnvelope, **refusals(400, 401, 403, 404, 409)}
 
 
 @matter_jobs.post(
-    "/{matter_id}/jobs/{job_id}/retry", summary="FAILED -> QUEUED, from the failed stage"
+    "/{matter_id}/jobs/{job_id}/retry",
+    response=ACTION_ANSWERS,
+    summary="FAILED -> QUEUED, from the failed stage",
 )
 def retry_job(
     request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
@@ -232,7 +232,9 @@ def retry_job(
     return _act(request, matter_id, job_id, Action.RETRY, payload)
 
 
-@matter_jobs.post("/{matter_id}/jobs/{job_id}/skip", summary="FAILED -> SKIPPED")
+@matter_jobs.post(
+    "/{matter_id}/jobs/{job_id}/skip", response=ACTION_ANSWERS, summary="FAILED -> SKIPPED"
+)
 def skip_job(
     request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
 ) -> HttpResponse:
@@ -241,6 +243,7 @@ def skip_job(
 
 @matter_jobs.post(
     "/{matter_id}/jobs/{job_id}/skip-stage",
+    response=ACTION_ANSWERS,
     summary="FAILED -> QUEUED past the failed stage (SKIPPED); COMPLETED if it was the last",
 )
 def skip_stage_job(
@@ -249,7 +252,11 @@ def skip_stage_job(
     return _act(request, matter_id, job_id, Action.SKIP_STAGE, payload)
 
 
-@matter_jobs.post("/{matter_id}/jobs/{job_id}/cancel", summary="QUEUED or PROCESSING -> CANCELLED")
+@matter_jobs.post(
+    "/{matter_id}/jobs/{job_id}/cancel",
+    response=ACTION_ANSWERS,
+    summary="QUEUED or PROCESSING -> CANCELLED",
+)
 def cancel_job(
     request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
 ) -> HttpResponse:
@@ -257,7 +264,9 @@ def cancel_job(
 
 
 @matter_jobs.post(
-    "/{matter_id}/jobs/{job_id}/prioritize", summary="Front of the high-priority queue"
+    "/{matter_id}/jobs/{job_id}/prioritize",
+    response=ACTION_ANSWERS,
+    summary="Front of the high-priority queue",
 )
 def prioritize_job(
     request: HttpRequest, matter_id: str, job_id: str, payload: ReasonIn | None = None
@@ -268,7 +277,11 @@ def prioritize_job(
 # --- the caller's jobs across matters ----------------------------------------------------
 
 
-@jobs.get("", summary="Recent jobs across the caller's matters, newest first")
+@jobs.get(
+    "",
+    response={200: RecentJobsEnvelope, **refusals(400, 401)},
+    summary="Recent jobs across the caller's matters, newest first",
+)
 def list_recent_jobs(request: HttpRequest, filters: Query[RecentFilters]) -> HttpResponse:
     qs = selectors.jobs_for(request.user)
     if filters.status:
@@ -282,7 +295,18 @@ def list_recent_jobs(request: HttpRequest, filters: Query[RecentFilters]) -> Htt
     )
 
 
-@jobs.get("/{job_id}", summary="One job's status, flat; ETag / If-None-Match gives 304")
+@jobs.get(
+    "/{job_id}",
+    response={200: JobOut, 304: None, **refusals(401, 404)},
+    summary="One job's status, flat; ETag / If-None-Match gives 304",
+    openapi_extra={
+        "parameters": [IF_NONE_MATCH],
+        "responses": {
+            200: {"headers": {"ETag": ETAG, "Cache-Control": CACHE_CONTROL}},
+            304: {"description": "Not modified: the ETag matches.", "headers": {"ETag": ETAG}},
+        },
+    },
+)
 def get_job(request: HttpRequest, job_id: str) -> HttpResponse:
     job = job_or_404(request, job_id)
     etag = _etag(job)

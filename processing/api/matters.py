@@ -11,6 +11,13 @@ from pydantic import Field
 from processing import matters as matter_service
 from processing import selectors
 from processing.api.base import ApiError, json_response, matter_or_404, require
+from processing.api.schemas import (
+    MatterEnvelope,
+    MattersEnvelope,
+    MemberEnvelope,
+    MembersEnvelope,
+    refusals,
+)
 from processing.models import Role
 from processing.payloads import matter_payload
 from processing.permissions import Action
@@ -31,7 +38,9 @@ class MemberIn(Schema):
     role: Literal["viewer", "member", "owner"]
 
 
-@router.get("", summary="Matters the caller belongs to")
+@router.get(
+    "", response={200: MattersEnvelope, **refusals(401)}, summary="Matters the caller belongs to"
+)
 def list_matters(request: HttpRequest) -> HttpResponse:
     memberships = list(selectors.memberships_of(request.user))
     ids = [m.matter_id for m in memberships]
@@ -43,7 +52,12 @@ def list_matters(request: HttpRequest) -> HttpResponse:
     return json_response({"data": data})
 
 
-@router.post("", summary="Create a matter; the caller becomes its owner")
+# 403 on unsafe methods: a session request without its CSRF token.
+@router.post(
+    "",
+    response={201: MatterEnvelope, **refusals(400, 401, 403)},
+    summary="Create a matter; the caller becomes its owner",
+)
 def create_matter(request: HttpRequest, payload: MatterIn) -> HttpResponse:
     name = payload.name.strip()
     if not name:
@@ -52,7 +66,11 @@ def create_matter(request: HttpRequest, payload: MatterIn) -> HttpResponse:
     return json_response({"data": matter_payload(matter, Role.OWNER, {})}, status=201)
 
 
-@router.get("/{matter_id}/members", summary="People on the matter and their roles")
+@router.get(
+    "/{matter_id}/members",
+    response={200: MembersEnvelope, **refusals(401, 404)},
+    summary="People on the matter and their roles",
+)
 def list_members(request: HttpRequest, matter_id: str) -> HttpResponse:
     matter, _role = matter_or_404(request, matter_id)
     rows = selectors.members_of(matter)
@@ -61,7 +79,11 @@ def list_members(request: HttpRequest, matter_id: str) -> HttpResponse:
     )
 
 
-@router.post("/{matter_id}/members", summary="Add a member or change their role (owners)")
+@router.post(
+    "/{matter_id}/members",
+    response={201: MemberEnvelope, **refusals(400, 401, 403, 404, 409)},
+    summary="Add a member or change their role (owners)",
+)
 def add_member(request: HttpRequest, matter_id: str, payload: MemberIn) -> HttpResponse:
     matter, role = matter_or_404(request, matter_id)
     require(role, Action.MANAGE_MEMBERS)
@@ -78,7 +100,11 @@ def add_member(request: HttpRequest, matter_id: str, payload: MemberIn) -> HttpR
     )
 
 
-@router.delete("/{matter_id}/members/{username}", summary="Remove a member (owners)")
+@router.delete(
+    "/{matter_id}/members/{username}",
+    response={204: None, **refusals(401, 403, 404, 409)},
+    summary="Remove a member (owners)",
+)
 def remove_member(request: HttpRequest, matter_id: str, username: str) -> HttpResponse:
     matter, role = matter_or_404(request, matter_id)
     require(role, Action.MANAGE_MEMBERS)

@@ -11,7 +11,13 @@ from ninja import Query, Router, Schema
 from pydantic import Field
 
 from processing.api.base import ApiError, json_response, matter_or_404
-from processing.search import InvalidSearchLanguage, InvalidSearchQuery, search_matter
+from processing.api.schemas import SearchEnvelope, refusals
+from processing.search import (
+    MAX_QUERY_CHARS,
+    InvalidSearchLanguage,
+    InvalidSearchQuery,
+    search_matter,
+)
 
 router = Router(tags=["search"])
 
@@ -19,11 +25,19 @@ router = Router(tags=["search"])
 class SearchFilters(Schema):
     """What to search for, and how many hits at most."""
 
-    q: str = ""
+    # Checked by search_matter (its refusal names the field); the schema only says so.
+    q: str = Field(
+        description="Words or a phrase; not blank.",
+        json_schema_extra={"minLength": 1, "maxLength": MAX_QUERY_CHARS, "pattern": r"\S"},
+    )
     limit: int = Field(20, ge=1, le=100)
 
 
-@router.get("/{matter_id}/search", summary="Full-text search over the matter's documents")
+@router.get(
+    "/{matter_id}/search",
+    response={200: SearchEnvelope, **refusals(400, 401, 404)},
+    summary="Full-text search over the matter's documents",
+)
 def search_documents(
     request: HttpRequest, matter_id: str, filters: Query[SearchFilters]
 ) -> HttpResponse:
