@@ -52,6 +52,13 @@ class BoundedWebRequest(http_protocol.WebRequest):  # type: ignore[misc]
     refused = False
     received = 0
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Twisted would parse a form body itself, in memory, before daphne hands it to
+        # Django (which parses it again, bounded), and answer one it cannot parse with a
+        # bare 400 with no headers; Django alone parses it, and says why it refuses.
+        self._parsePOSTFormSubmission = False
+
     def gotLength(self, length: int | None) -> None:
         """The headers are in: refuse now what they already show to be refused."""
         from django.conf import settings

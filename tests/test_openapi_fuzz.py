@@ -15,15 +15,11 @@ schema met a real answer), and the ETag a 304.
 
 A second, shorter pass sends the unsafe requests with a viewer's token: each must have
 met a 403 FORBIDDEN (creating a matter excepted: anyone may).
-
-One failure is dropped, by tests/schemathesis_hooks.py: the web server's own bare 400
-to a multipart body with no parts, which never reaches the app.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import re
 import subprocess
 import sys
@@ -52,7 +48,6 @@ CHECKS = ",".join(
         "response_schema_conformance",
     )
 )
-HOOKS = Path(__file__).with_name("schemathesis_hooks.py")
 PROCESSED_TEXT = (
     b"Deposition of the witness, taken on 12 March 2024 in Springfield.\n"
     b"Counsel: jane.doe@example.com, phone +1 555 010 2030. Fee USD 1,200.00.\n"
@@ -213,7 +208,6 @@ def schemathesis(
             *options,
         ],
         cwd=config_file.parent,  # where schemathesis keeps its cache
-        env={**os.environ, "SCHEMATHESIS_HOOKS": str(HOOKS)},
         capture_output=True,
         text=True,
         timeout=400,

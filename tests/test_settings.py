@@ -17,7 +17,15 @@ def start(tmp_path: Path, *command: str, **env: str) -> subprocess.CompletedProc
     base = {
         k: v
         for k, v in os.environ.items()
-        if k not in ("SECRET_KEY", "DEBUG", "JOBTRACKER_DEV", "DJANGO_SETTINGS_MODULE")
+        # DJANGO_ALLOW_ASYNC_UNSAFE: the browser tests set it for their own process.
+        if k
+        not in (
+            "SECRET_KEY",
+            "DEBUG",
+            "JOBTRACKER_DEV",
+            "DJANGO_SETTINGS_MODULE",
+            "DJANGO_ALLOW_ASYNC_UNSAFE",
+        )
     }
     base.update(
         JOBTRACKER_DATA_DIR=str(tmp_path / "no-data"),
