@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from django.db import transaction
 from django.db.models import Count, Q
 
 from processing.models import DocumentPage, Entity
@@ -22,9 +21,10 @@ def entities(ctx: StageContext) -> None:
     """Find the entities on each page not yet scanned and save them as ``Entity`` rows.
 
     A page's entities and its ``entities_done`` flag are written in the same
-    transaction, a small batch of pages at a time (every ``FLUSH_PAGES`` pages
-    or ``FLUSH_SECONDS``), so a rerun skips the pages already scanned and a
-    crash mid-batch leaves those pages to be scanned again, never half-saved.
+    transaction (fenced on the stage's lease: :meth:`StageContext.fenced`), a small
+    batch of pages at a time (every ``FLUSH_PAGES`` pages or ``FLUSH_SECONDS``), so a
+    rerun skips the pages already scanned and a crash mid-batch leaves those pages
+    to be scanned again, never half-saved.
     Progress counts pages.
     """
     document = ctx.document
@@ -43,7 +43,7 @@ def entities(ctx: StageContext) -> None:
     def flush() -> None:
         nonlocal last_flush
         if scanned:
-            with transaction.atomic():
+            with ctx.fenced():
                 Entity.objects.bulk_create(found, ignore_conflicts=True, batch_size=500)
                 DocumentPage.objects.filter(pk__in=scanned).update(entities_done=True)
             found.clear()
