@@ -546,6 +546,7 @@ def hand_back(
             from_status=previous,
             cause="shutdown",
             stage=job.current_stage,
+            stage_attempt=run.attempt,
             worker=run.worker,
             items_done=done,
             items_total=total,
@@ -937,6 +938,9 @@ def rescue_lost_stage(
             "cause": "worker_lost",
             "error_code": error.code,
             "stage": job.current_stage,
+            "stage_attempt": job.stage_attempt,
+            # Its last sign of life: when it last took or renewed the lease.
+            "last_seen": (expired - timedelta(seconds=float(settings.LEASE_SECONDS))).isoformat(),
             "worker": holder,
             "items_done": done,
             "items_total": total,
