@@ -182,17 +182,20 @@ def candidates(cutoff: datetime) -> QuerySet[ProcessingJob]:
     ).order_by("enqueued_at", "id")
 
 
-def expired_leases(now: datetime) -> Iterator[ExpiredLease]:
-    """(id, dispatch_id, stage_attempt) of PROCESSING jobs whose lease ran out before ``now``.
+def leases_run_out(now: datetime) -> QuerySet[ProcessingJob]:
+    """PROCESSING jobs whose lease ran out before ``now``, the longest expired first.
 
     PROCESSING rows are read through the partial index ``job_active``, so the
     finished jobs, however many, cost nothing.
     """
-    rows = (
-        ProcessingJob.objects.filter(status=ProcessingStatus.PROCESSING, lease_expires_at__lte=now)
-        .order_by("lease_expires_at", "id")
-        .values_list("id", "dispatch_id", "stage_attempt")
-    )
+    return ProcessingJob.objects.filter(
+        status=ProcessingStatus.PROCESSING, lease_expires_at__lte=now
+    ).order_by("lease_expires_at", "id")
+
+
+def expired_leases(now: datetime) -> Iterator[ExpiredLease]:
+    """(id, dispatch_id, stage_attempt) of each job of :func:`leases_run_out`."""
+    rows = leases_run_out(now).values_list("id", "dispatch_id", "stage_attempt")
     yield from rows.iterator(chunk_size=BATCH)
 
 
