@@ -6,12 +6,15 @@ from __future__ import annotations
 
 import re
 import signal
+import threading
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import django_rq
+import psycopg
 import pytest
+from django.db import connection
 from django.test import Client
 from django.utils import timezone
 from rq.job import Job
@@ -365,3 +368,51 @@ def test_a_worker_sent_sigterm_hands_its_stage_back_and_another_worker_finishes_
     assert page_reads(document) == {n: 1 for n in range(1, 11)}  # no page read twice
     assert_pages_and_chunks_stored_once(document)
     assert history(job)[:2] == [("extract", "SKIPPED", None), ("extract", "COMPLETED", None)]
+
+
+# --- PostgreSQL restarts ------------------------------------------------------------------
+
+
+def _loses_the_database(ctx: Any) -> None:
+    """A stage during which PostgreSQL goes away (a restart) for about a second."""
+    own_pid = ProcessingJob.objects.raw("SELECT pg_backend_pid() AS id")[0].id
+    with _maintenance() as admin:
+        admin.execute(
+            f'ALTER DATABASE "{connection.settings_dict["NAME"]}" ALLOW_CONNECTIONS false'
+        )
+        admin.execute("SELECT pg_terminate_backend(%s)", [own_pid])
+    threading.Timer(1.5, _allow_connections).start()
+    ProcessingJob.objects.count()  # the dropped connection: OperationalError
+
+
+def _maintenance() -> Any:
+    params = {**connection.get_connection_params(), "dbname": "postgres"}
+    return psycopg.connect(**params, autocommit=True)
+
+
+def _allow_connections() -> None:
+    with _maintenance() as admin:
+        admin.execute(f'ALTER DATABASE "{connection.settings_dict["NAME"]}" ALLOW_CONNECTIONS true')
+
+
+def test_a_stage_that_loses_postgresql_is_recorded_once_it_is_back_and_retried(
+    api_client: Any, alice: Any, matter: Matter, worker: Any, settings: Any
+) -> None:
+    settings.RETRY_BACKOFF_BASE = settings.RETRY_BACKOFF_MAX = 600  # the retry waits
+    register("TEST_LOSES_DATABASE", [Stage("first", "First", f"{__name__}._loses_the_database")])
+    job = lifecycle.create_job(
+        stored_document(matter, alice), by=alice, job_type="TEST_LOSES_DATABASE"
+    )
+    try:
+        worker()
+    finally:
+        _allow_connections()  # whatever happened, the next tests can connect
+
+    body = api_client(alice).get(f"/api/jobs/{job.pk}").json()
+    assert (body["status"], body["error_code"], body["retry_count"]) == (
+        "QUEUED",
+        "SERVICE_UNAVAILABLE",
+        1,
+    )
+    assert history(job) == [("first", "FAILED", "SERVICE_UNAVAILABLE")]
+    assert AuditEvent.objects.filter(job=job, action="retry_scheduled").count() == 1
