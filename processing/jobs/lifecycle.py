@@ -527,7 +527,7 @@ def hand_back(
         previous = _set_status(job, JobStatus.QUEUED)
         job.items_done, job.items_total = done, total
         job.next_attempt_at = None
-        job.enqueued_at = timezone.now()
+        job.enqueued_at = _front_of_queue(job)
         _dispatch(job, at_front=True)
         _save(
             job,
@@ -814,6 +814,19 @@ def _close_skipped_stage(job: ProcessingJob, now: datetime) -> None:
     )
 
 
+def _front_of_queue(job: ProcessingJob) -> datetime:
+    """An ``enqueued_at`` that sorts the job ahead of everything waiting in its queue, as
+    RQ's ``at_front`` puts it there."""
+    first = (
+        ProcessingJob.objects.queued()
+        .filter(queue_name=job.queue_name)
+        .exclude(pk=job.pk)
+        .aggregate(first=Min("enqueued_at"))["first"]
+    )
+    now = timezone.now()
+    return min(first, now) - timedelta(milliseconds=1) if first else now
+
+
 def prioritize(
     job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
 ) -> ProcessingJob:
@@ -823,15 +836,7 @@ def prioritize(
         if job.status != JobStatus.QUEUED:
             raise InvalidTransition(job.status, "prioritised")
         job.priority = job.queue_name = queues.HIGH
-        first = (
-            ProcessingJob.objects.queued()
-            .filter(queue_name=queues.HIGH)
-            .exclude(pk=job.pk)
-            .aggregate(first=Min("enqueued_at"))["first"]
-        )
-        now = timezone.now()
-        # Sort it ahead of everything waiting in `high`, as RQ's at_front does.
-        job.enqueued_at = min(first, now) - timedelta(milliseconds=1) if first else now
+        job.enqueued_at = _front_of_queue(job)
         job.next_attempt_at = None
         _dispatch(job, at_front=True)
         _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
@@ -950,7 +955,7 @@ def rescue_lost_stage(
             job.auto_retries += 1
             job.retry_count += 1
             job.next_attempt_at = None
-            job.enqueued_at = now
+            job.enqueued_at = timezone.now()
             _dispatch(job)
             _save(
                 job,
@@ -964,7 +969,7 @@ def rescue_lost_stage(
             _audit(job, "requeued", None, from_status=previous, attempt=job.auto_retries, **details)
         else:
             previous = _set_status(job, JobStatus.FAILED)
-            job.finished_at = now
+            job.finished_at = timezone.now()
             # A new token: the old horse, should it still run, can write nothing more.
             job.dispatch_id = uuid.uuid4()
             _save(job, *_ATTEMPT_FIELDS, "finished_at", "dispatch_id")
