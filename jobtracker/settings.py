@@ -235,6 +235,13 @@ CANCEL_CHECK_INTERVAL = float(os.environ.get("CANCEL_CHECK_INTERVAL", "0.25"))
 # inside one item: a long OCR page) has its work horse killed by RQ's stop-job command
 # (lifecycle.stop_stuck_stage).
 CANCEL_GRACE_SECONDS = float(os.environ.get("CANCEL_GRACE_SECONDS", "5"))
+# A running stage holds a lease on its job for this long, renewed by its progress writes
+# and, while it writes none, by a heartbeat every LEASE_RENEW_SECONDS. A stage whose lease
+# ran out (its worker was SIGKILLed, OOM-killed, or lost its host) is rescued by recovery:
+# WORKER_LOST, retried at once. Worker and recovery hosts' clocks must agree within a few
+# seconds of it.
+LEASE_SECONDS = float(os.environ.get("LEASE_SECONDS", "15"))
+LEASE_RENEW_SECONDS = float(os.environ.get("LEASE_RENEW_SECONDS", "5"))
 STAGE_TIMEOUT = env_int("STAGE_TIMEOUT", 1800)
 # A stage whose time grows with the pages (OCR) gets more per page, up to this; past it
 # a stage times out and retries, resuming after the pages it finished.

@@ -93,7 +93,11 @@ class InternalError(TransientError):
 
 
 class StageCancelled(Exception):
-    """Raised inside a stage when the job was cancelled; not an error."""
+    """Raised inside a stage when the job was cancelled (or taken over); not an error."""
+
+
+class StageHandedBack(StageCancelled):
+    """Raised inside a stage whose worker is shutting down: the stage goes back to its queue."""
 
 
 SUGGESTED_ACTIONS: dict[str, str] = {

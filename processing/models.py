@@ -197,6 +197,19 @@ class ProcessingJob(models.Model):
     finished_at = models.DateTimeField(null=True, blank=True)
     updated_at = models.DateTimeField(default=timezone.now)
 
+    # The lease on the running stage: who holds it and until when. Workers renew it with
+    # their progress writes (and a heartbeat); recovery rescues a stage whose lease ran out.
+    # The token of the lease is ``dispatch_id``: every worker write is conditional on it.
+    lease_expires_at = models.DateTimeField(
+        null=True,
+        blank=True,
+        help_text="While PROCESSING: the stage's worker (or the next stage's enqueue) is "
+        "presumed lost after this.",
+    )
+    lease_holder = models.CharField(
+        max_length=200, blank=True, default="", help_text="The worker running the stage."
+    )
+
     objects = ProcessingJobQuerySet.as_manager()
 
     class Meta:

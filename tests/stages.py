@@ -46,7 +46,8 @@ QUICK = "TEST_QUICK"
 """One stage with nothing to do."""
 FLAKY_DOCUMENT = "TEST_FLAKY_DOCUMENT"
 """The real document pipeline, its ``extract`` stage reading pages through
-:class:`FlakyReader`: every page read is counted, and one page can be made to fail."""
+:class:`FlakyReader`: every page read is counted, one page can be made to fail, and
+every page can be made slow."""
 
 ITEMS = 20
 ITEM_SECONDS = 0.4
@@ -110,6 +111,11 @@ def make_page_fail(document: Document, page: int, *, times: int, permanent: bool
     )
 
 
+def make_pages_slow(document: Document, seconds: float) -> None:
+    """Have every page read of ``document`` take ``seconds`` longer."""
+    redis().set(_key(document.pk, "slow"), seconds)
+
+
 def page_reads(document: Document) -> dict[int, int]:
     """How many times each page of ``document`` was read, by page number."""
     counts = redis().hgetall(_key(document.pk, "reads"))
@@ -132,6 +138,9 @@ class FlakyReader:
         number = index + 1
         store = redis()
         store.hincrby(_key(self.document_id, "reads"), str(number), 1)
+        slow = store.get(_key(self.document_id, "slow"))
+        if slow:
+            time.sleep(float(slow))
         fault = store.hgetall(_key(self.document_id, "fault"))
         if fault and int(fault[b"page"]) == number:
             failures = store.hincrby(_key(self.document_id, "fault"), "failed", 1)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -98,6 +98,10 @@ def test_the_statements_name_the_models_tables() -> None:
 # --- the same rows as the ORM ---------------------------------------------------------------
 
 
+def _lease(now: datetime) -> datetime:
+    return now + timedelta(seconds=15)
+
+
 def _orm_begin_stage(job_id: uuid.UUID, *, worker: str, now: datetime) -> None:
     """begin_stage, written with the ORM."""
     with transaction.atomic():
@@ -110,6 +114,7 @@ def _orm_begin_stage(job_id: uuid.UUID, *, worker: str, now: datetime) -> None:
         job.next_attempt_at = None
         job.stage_attempt += 1
         job.updated_at = now
+        job.lease_expires_at, job.lease_holder = _lease(now), worker
         job.save()
         StageRun.objects.create(
             job=job,
@@ -142,6 +147,7 @@ def _orm_record_progress(
         job.items_done, job.items_total = done, total
         job.progress = max(job.progress, progress)
         job.updated_at = now
+        job.lease_expires_at = _lease(now)
         job.save()
         run = job.stage_runs.get(status=StageStatus.IN_PROGRESS)
         run.items_done, run.items_total = done, total
@@ -166,6 +172,7 @@ def _orm_complete_stage(
         job.current_stage, job.stage_index = next_stage, next_index
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
+        job.lease_expires_at, job.lease_holder = _lease(now), ""
         job.error = job.error_code = None
         job.error_detail = ""
         job.updated_at = now
@@ -181,6 +188,7 @@ def _orm_complete_last_stage(job_id: uuid.UUID, *, done: int, total: int, now: d
         job.progress = 100
         job.completed_at = job.finished_at = now
         job.items_done, job.items_total = done, total
+        job.lease_expires_at, job.lease_holder = None, ""
         job.error = job.error_code = None
         job.error_detail = ""
         job.updated_at = now
@@ -264,7 +272,9 @@ def test_each_statement_writes_what_the_orm_would_for_a_whole_job(
     for index, (stage, following) in enumerate([("a", "b"), ("b", "c"), ("c", None)], start=1):
         now = timezone.now()
         job_dispatch = ProcessingJob.objects.get(pk=by_statement.pk).dispatch_id
-        started = statements.begin_stage(by_statement.pk, job_dispatch, worker="w:1", now=now)
+        started = statements.begin_stage(
+            by_statement.pk, job_dispatch, worker="w:1", now=now, lease=_lease(now)
+        )
         assert started is not None
         job, run, was_queued = started
         assert was_queued == (stage == "a")  # only the first stage starts a QUEUED job
@@ -277,7 +287,9 @@ def test_each_statement_writes_what_the_orm_would_for_a_whole_job(
         assert (job.current_stage, run.stage, run.attempt) == (stage, stage, 1)
 
         now = timezone.now()
-        ours = statements.record_progress(job, run, done=2, total=4, progress=index * 10, now=now)
+        ours = statements.record_progress(
+            job, run, done=2, total=4, progress=index * 10, now=now, lease=_lease(now)
+        )
         assert ours is True
         _orm_record_progress(by_orm.pk, done=2, total=4, progress=index * 10, now=now)
         same_rows()
@@ -296,7 +308,9 @@ def test_each_statement_writes_what_the_orm_would_for_a_whole_job(
                 "next_index": index + 1,
                 "now": now,
             }
-            progress = statements.complete_stage(job, run, token=uuid.uuid4(), **arguments)
+            progress = statements.complete_stage(
+                job, run, token=uuid.uuid4(), lease=_lease(now), **arguments
+            )
             _orm_complete_stage(by_orm.pk, token=token, **arguments)
             assert progress == index * 33
         same_rows()
@@ -311,5 +325,7 @@ def test_each_statement_writes_what_the_orm_would_for_a_whole_job(
 def test_a_stale_token_writes_nothing(twins: tuple[ProcessingJob, ProcessingJob]) -> None:
     job, _other = twins
     before = _rows(job.pk)
-    assert statements.begin_stage(job.pk, uuid.uuid4(), worker="w:1", now=timezone.now()) is None
+    now = timezone.now()
+    stale = statements.begin_stage(job.pk, uuid.uuid4(), worker="w:1", now=now, lease=_lease(now))
+    assert stale is None
     assert _rows(job.pk) == before

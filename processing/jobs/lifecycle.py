@@ -21,7 +21,12 @@ function               job status                   called by
                        PROCESSING -> COMPLETED      worker: last stage done
 ``fail_stage``         PROCESSING -> QUEUED         transient error, retries left
                        PROCESSING -> FAILED         permanent error, or none left
+``renew_lease``        PROCESSING (lease only)      the stage's heartbeat, when it writes
+                                                    no progress
 ``stop_stage``         (stage run only)             worker, when a stage saw a cancel
+``hand_back``          PROCESSING -> QUEUED         worker shutting down (SIGTERM): the
+                                                    stage goes back to the front of its
+                                                    queue, not counted as an attempt
 ``stop_stuck_stage``   CANCELLED (stage run only)   RQ, a few seconds after a cancel
 ``retry``              FAILED -> QUEUED             person; resumes the failed stage
 ``skip``               FAILED -> SKIPPED            person
@@ -30,6 +35,11 @@ function               job status                   called by
 ``cancel``             QUEUED|PROCESSING -> CANCEL  person
 ``prioritize``         QUEUED (queue only)          person
 ``requeue_lost``       QUEUED (queue only)          recovery: its queue entry was lost
+                       PROCESSING (queue only)      recovery: its next stage's enqueue
+                                                    never happened (lease ran out)
+``rescue_lost_stage``  PROCESSING -> QUEUED         recovery: the stage's lease ran out
+                                                    (WORKER_LOST), retries left
+                       PROCESSING -> FAILED         the same, none left
 =====================  ===========================  ==============================
 
 A person's actions reach these through :mod:`processing.jobs.actions`, which the
@@ -40,6 +50,13 @@ records them in the job's audit event with its status before and after.
 Each RQ entry carries the job's ``dispatch_id``; a transition that enqueues
 issues a new one, so a stale or duplicated queue entry finds a different token
 and does nothing.
+
+The token is also the running stage's lease: every write a stage makes (progress,
+completion, failure, and its results through :func:`hold_stage`) is conditional on
+it, so once recovery rescues a stage (a new token) its old work horse, should it
+still be alive, can no longer write anything. ``lease_expires_at`` says until when
+the stage's worker is presumed alive; its progress writes and its heartbeat
+(:func:`renew_lease`) extend it.
 """
 
 from __future__ import annotations
@@ -55,7 +72,7 @@ from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from processing.errors import StageError
+from processing.errors import StageError, WorkerLost
 from processing.jobs import dispatch, queues, statements
 from processing.jobs.states import (
     InvalidTransition,
@@ -86,9 +103,13 @@ __all__ = [
     "complete_stage",
     "create_job",
     "fail_stage",
+    "hand_back",
+    "hold_stage",
     "prioritize",
     "record_progress",
+    "renew_lease",
     "requeue_lost",
+    "rescue_lost_stage",
     "retry",
     "skip",
     "skip_stage",
@@ -178,6 +199,18 @@ def _announce(job: ProcessingJob, kind: notices.Kind = "status") -> None:
     transaction.on_commit(lambda: notices.announce(job, kind))
 
 
+def lease_until(now: datetime) -> datetime:
+    """When a lease taken or renewed at ``now`` runs out."""
+    return now + timedelta(seconds=float(settings.LEASE_SECONDS))
+
+
+def _release(job: ProcessingJob) -> tuple[str, str]:
+    """Clear the job's lease (it leaves PROCESSING); the fields to save."""
+    job.lease_expires_at = None
+    job.lease_holder = ""
+    return ("lease_expires_at", "lease_holder")
+
+
 def _save(job: ProcessingJob, *fields: str) -> None:
     job.updated_at = timezone.now()
     job.save(update_fields=[*fields, "updated_at"])
@@ -248,7 +281,10 @@ def begin_stage(
     PROCESSING changes no status. Returns the job, with its document, and the
     new stage run.
     """
-    started = statements.begin_stage(job_id, dispatch_id, worker=worker[:200], now=timezone.now())
+    now = timezone.now()
+    started = statements.begin_stage(
+        job_id, dispatch_id, worker=worker[:200], now=now, lease=lease_until(now)
+    )
     if started is None:
         return None
     _announce(started.job)
@@ -258,17 +294,34 @@ def begin_stage(
 def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
     """Store the current stage's counters; False if the job is no longer ours to run.
 
-    A cancel that got the row first wins, and the stage learns of it from the
-    return value.
+    A cancel (or a rescue) that got the row first wins, and the stage learns of
+    it from the return value. The write also renews the stage's lease.
     """
     progress = _stage_progress(job, done, total)
     now = timezone.now()
-    ours = statements.record_progress(job, run, done=done, total=total, progress=progress, now=now)
+    ours = statements.record_progress(
+        job, run, done=done, total=total, progress=progress, now=now, lease=lease_until(now)
+    )
     if ours:
         job.items_done, job.items_total, job.progress = done, total, progress
         job.updated_at = now
         _announce(job, "progress")
     return ours
+
+
+def renew_lease(job: ProcessingJob) -> bool:
+    """Extend the running stage's lease; False once the stage is no longer its to run."""
+    return statements.renew_lease(job, lease=lease_until(timezone.now()))
+
+
+def hold_stage(job: ProcessingJob) -> bool:
+    """Inside the stage's transaction: lock its job row ``FOR SHARE`` while it is its to run.
+
+    What the stage then writes in that transaction commits before any rescue,
+    cancel or hand-back can change the token. False (nothing locked) when the
+    stage was taken over or stopped: the caller rolls back.
+    """
+    return statements.hold_stage(job)
 
 
 def still_running(job: ProcessingJob) -> bool:
@@ -286,8 +339,12 @@ def _end_stage_run(
     total: int,
     error: StageError | None = None,
     detail: str = "",
+    note: str = "",
 ) -> None:
-    """Close an IN_PROGRESS stage run (callers hold the job's row lock)."""
+    """Close an IN_PROGRESS stage run (callers hold the job's row lock).
+
+    ``note`` says why a run that is not an error ended early (it is kept as its message).
+    """
     check_stage_transition(StageStatus.IN_PROGRESS, target)
     fields: dict[str, Any] = {
         "status": target,
@@ -297,6 +354,8 @@ def _end_stage_run(
     }
     if error is not None:
         fields.update(error_code=error.code, error_message=error.message, error_detail=detail)
+    elif note:
+        fields.update(error_message=note)
     StageRun.objects.filter(pk=stage_run_id, status=StageStatus.IN_PROGRESS).update(**fields)
 
 
@@ -326,6 +385,7 @@ def complete_stage(
             return None
         job.status, job.completed_at, job.finished_at = JobStatus.COMPLETED, now, now
         job.items_done, job.items_total = done, total
+        _release(job)
     else:
         token = uuid.uuid4()
         index = get_pipeline(job.job_type).index_of(following.name)
@@ -339,10 +399,12 @@ def complete_stage(
             next_index=index,
             token=token,
             now=now,
+            lease=lease_until(now),
         )
         if progress is None:
             return None
         job.current_stage, job.stage_index = following.name, index
+        job.lease_expires_at, job.lease_holder = lease_until(now), ""
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
         job_id, queue = job.id, job.queue_name
@@ -362,7 +424,16 @@ def backoff_seconds(auto_retries: int) -> float:
 
 
 # What fail_stage records of every failed attempt, whether it is retried or not.
-_ATTEMPT_FIELDS = ("status", "error", "error_code", "error_detail", "items_done", "items_total")
+_ATTEMPT_FIELDS = (
+    "status",
+    "error",
+    "error_code",
+    "error_detail",
+    "items_done",
+    "items_total",
+    "lease_expires_at",
+    "lease_holder",
+)
 
 
 def fail_stage(
@@ -389,6 +460,7 @@ def fail_stage(
         )
         job.error, job.error_code, job.error_detail = error.message, error.code, detail
         job.items_done, job.items_total = done, total
+        _release(job)
         if not error.permanent and job.auto_retries < job.max_retries:
             previous = _set_status(job, JobStatus.QUEUED)
             job.auto_retries += 1
@@ -425,8 +497,62 @@ def fail_stage(
 
 
 def stop_stage(run: StageRun, *, done: int, total: int) -> None:
-    """Close a stage run that stopped because its job was cancelled."""
+    """Close a stage run that stopped because its job was cancelled (or taken over)."""
     _end_stage_run(run.pk, StageStatus.SKIPPED, done=done, total=total)
+
+
+HANDED_BACK = "Handed back on worker shutdown."
+"""The message of a stage run whose worker was stopped (a deploy) and gave its stage back."""
+
+
+def hand_back(
+    started: ProcessingJob, run: StageRun, *, done: int, total: int
+) -> ProcessingJob | None:
+    """PROCESSING -> QUEUED: a worker that is shutting down gives its stage back.
+
+    The stage stopped between two items (its results so far are kept, so the
+    next attempt resumes after them); its run ends SKIPPED with the message
+    :data:`HANDED_BACK`. The job gets a new token and goes to the front of its
+    queue, where another worker takes it at once: a deploy costs no attempt, so
+    ``auto_retries`` and ``retry_count`` do not change. Audited ``requeued`` by the
+    system, cause ``shutdown``. None when the stage was no longer its worker's
+    (cancelled or rescued meanwhile): its run is only closed.
+    """
+    with transaction.atomic():
+        job = _locked(started.pk)
+        if job.dispatch_id != started.dispatch_id or job.status != JobStatus.PROCESSING:
+            _end_stage_run(run.pk, StageStatus.SKIPPED, done=done, total=total)
+            return None
+        _end_stage_run(run.pk, StageStatus.SKIPPED, done=done, total=total, note=HANDED_BACK)
+        previous = _set_status(job, JobStatus.QUEUED)
+        job.items_done, job.items_total = done, total
+        job.next_attempt_at = None
+        job.enqueued_at = _front_of_queue(job)
+        _dispatch(job, at_front=True)
+        _save(
+            job,
+            "status",
+            "items_done",
+            "items_total",
+            "next_attempt_at",
+            "enqueued_at",
+            "dispatch_id",
+            *_release(job),
+        )
+        _audit(
+            job,
+            "requeued",
+            None,
+            from_status=previous,
+            cause="shutdown",
+            stage=job.current_stage,
+            stage_attempt=run.attempt,
+            worker=run.worker,
+            items_done=done,
+            items_total=total,
+        )
+        _announce(job)
+    return job
 
 
 # --- what people do ------------------------------------------------------------------
@@ -520,7 +646,7 @@ def _stop_for_good(
         running = job.dispatch_id  # the token a running stage started under
         # A new token turns any queue entry for this job (and a running stage) into a no-op.
         job.dispatch_id = uuid.uuid4()
-        _save(job, "status", "finished_at", "next_attempt_at", "dispatch_id")
+        _save(job, "status", "finished_at", "next_attempt_at", "dispatch_id", *_release(job))
         Document.objects.filter(pk=job.document_id).update(
             processing_state=ProcessingState.INCOMPLETE
         )
@@ -688,6 +814,19 @@ def _close_skipped_stage(job: ProcessingJob, now: datetime) -> None:
     )
 
 
+def _front_of_queue(job: ProcessingJob) -> datetime:
+    """An ``enqueued_at`` that sorts the job ahead of everything waiting in its queue, as
+    RQ's ``at_front`` puts it there."""
+    first = (
+        ProcessingJob.objects.queued()
+        .filter(queue_name=job.queue_name)
+        .exclude(pk=job.pk)
+        .aggregate(first=Min("enqueued_at"))["first"]
+    )
+    now = timezone.now()
+    return min(first, now) - timedelta(milliseconds=1) if first else now
+
+
 def prioritize(
     job: ProcessingJob, *, by: Actor, reason: str = "", address: str | None = None
 ) -> ProcessingJob:
@@ -697,15 +836,7 @@ def prioritize(
         if job.status != JobStatus.QUEUED:
             raise InvalidTransition(job.status, "prioritised")
         job.priority = job.queue_name = queues.HIGH
-        first = (
-            ProcessingJob.objects.queued()
-            .filter(queue_name=queues.HIGH)
-            .exclude(pk=job.pk)
-            .aggregate(first=Min("enqueued_at"))["first"]
-        )
-        now = timezone.now()
-        # Sort it ahead of everything waiting in `high`, as RQ's at_front does.
-        job.enqueued_at = min(first, now) - timedelta(milliseconds=1) if first else now
+        job.enqueued_at = _front_of_queue(job)
         job.next_attempt_at = None
         _dispatch(job, at_front=True)
         _save(job, "priority", "queue_name", "enqueued_at", "next_attempt_at", "dispatch_id")
@@ -720,32 +851,130 @@ def prioritize(
 def requeue_lost(
     job_id: uuid.UUID | str, *, lost_dispatch: uuid.UUID | str
 ) -> ProcessingJob | None:
-    """QUEUED (queue only): enqueue again a job whose queue entry was lost.
+    """Enqueue again a job whose queue entry was lost (the status does not change).
 
     Called by :mod:`processing.jobs.recovery` once it found no live RQ entry for
-    the dispatch ``lost_dispatch``. The job gets a new dispatch token, so an entry
-    of the old one that turns up after all (a Redis that comes back with its data)
-    stands down. An automatic retry still waiting for its time is scheduled for
-    it, never run early. The status does not change; the audit trail records
-    ``requeued`` by the system. Returns None, doing nothing, when the job is no
-    longer QUEUED under ``lost_dispatch`` (it moved on since it was checked).
+    the dispatch ``lost_dispatch`` of a QUEUED job, or of a PROCESSING job between
+    two stages (its next stage not begun, ``stage_attempt = 0``: the process died
+    between the commit of the finished stage and its ``on_commit`` enqueue). The
+    job gets a new dispatch token, so an entry of the old one that turns up after
+    all (a Redis that comes back with its data) stands down. An automatic retry
+    still waiting for its time is scheduled for it, never run early. A job between
+    stages gets a new lease, so the next pass leaves it to its new entry. The audit
+    trail records ``requeued`` by the system. Returns None, doing nothing, when
+    the job is no longer waiting under ``lost_dispatch`` (it moved on since it was
+    checked).
     """
     with transaction.atomic():
         job = _locked(job_id)
-        if job.status != JobStatus.QUEUED or str(job.dispatch_id) != str(lost_dispatch):
+        between_stages = job.status == JobStatus.PROCESSING and job.stage_attempt == 0
+        if not (job.status == JobStatus.QUEUED or between_stages) or str(job.dispatch_id) != str(
+            lost_dispatch
+        ):
             return None
         now = timezone.now()
         when = job.next_attempt_at if job.next_attempt_at and job.next_attempt_at > now else None
         _dispatch(job, when=when)
-        _save(job, "dispatch_id")
+        fields = ["dispatch_id"]
+        if between_stages:
+            job.lease_expires_at = lease_until(now)
+            fields.append("lease_expires_at")
+        _save(job, *fields)
         _audit(
             job,
             "requeued",
             None,
             from_status=job.status,
+            cause="stranded" if between_stages else "queue_entry_lost",
             queue=job.queue_name,
             stage=job.current_stage,
             lost_dispatch=str(lost_dispatch),
             scheduled_for=when.isoformat() if when else None,
         )
+    return job
+
+
+def rescue_lost_stage(
+    job_id: uuid.UUID | str, *, lost_dispatch: uuid.UUID | str, now: datetime | None = None
+) -> ProcessingJob | None:
+    """PROCESSING -> QUEUED (or FAILED): take over a stage whose worker's lease ran out.
+
+    Called by :mod:`processing.jobs.recovery` for a running stage (``stage_attempt >
+    0``) whose lease expired before ``now``: its worker was killed (SIGKILL, the
+    OOM killer), lost its host, or hangs. The stage run ends FAILED with
+    ``WORKER_LOST`` and it counts as an automatic attempt, as any transient
+    failure does, so a document that kills its worker every time ends FAILED after
+    ``max_retries`` instead of looping. With retries left the job is QUEUED again
+    at once (no backoff: the worker's death says nothing about waiting) under a new
+    token, which fences the old work horse should it still be alive: every write it
+    makes is conditional on the old token. After commit RQ is also asked to kill
+    that horse (its worker may be alive, the horse hung). Audited ``requeued`` (or
+    ``failed``) by the system, cause ``worker_lost``, with the worker and how far
+    the lost run got. None, doing nothing, when the job is no longer running under
+    ``lost_dispatch`` with an expired lease (its worker renewed it, or it moved on).
+    """
+    now = now or timezone.now()
+    with transaction.atomic():
+        job = _locked(job_id)
+        if (
+            job.status != JobStatus.PROCESSING
+            or str(job.dispatch_id) != str(lost_dispatch)
+            or job.stage_attempt == 0
+            or job.lease_expires_at is None
+            or job.lease_expires_at > now
+        ):
+            return None
+        error = WorkerLost()
+        holder, expired = job.lease_holder, job.lease_expires_at
+        run = (
+            StageRun.objects.filter(job=job, status=StageStatus.IN_PROGRESS).order_by("-pk").first()
+        )
+        counted = run or job
+        done, total = counted.items_done, counted.items_total
+        detail = f"The lease of worker {holder or '?'} ran out at {expired.isoformat()}."
+        if run is not None:
+            _end_stage_run(
+                run.pk, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
+            )
+        job.error, job.error_code, job.error_detail = error.message, error.code, detail
+        job.items_done, job.items_total = done, total
+        _release(job)
+        details: dict[str, Any] = {
+            "cause": "worker_lost",
+            "error_code": error.code,
+            "stage": job.current_stage,
+            "stage_attempt": job.stage_attempt,
+            # Its last sign of life: when it last took or renewed the lease.
+            "last_seen": (expired - timedelta(seconds=float(settings.LEASE_SECONDS))).isoformat(),
+            "worker": holder,
+            "items_done": done,
+            "items_total": total,
+        }
+        if job.auto_retries < job.max_retries:
+            previous = _set_status(job, JobStatus.QUEUED)
+            job.auto_retries += 1
+            job.retry_count += 1
+            job.next_attempt_at = None
+            job.enqueued_at = timezone.now()
+            _dispatch(job)
+            _save(
+                job,
+                *_ATTEMPT_FIELDS,
+                "auto_retries",
+                "retry_count",
+                "next_attempt_at",
+                "enqueued_at",
+                "dispatch_id",
+            )
+            _audit(job, "requeued", None, from_status=previous, attempt=job.auto_retries, **details)
+        else:
+            previous = _set_status(job, JobStatus.FAILED)
+            job.finished_at = timezone.now()
+            # A new token: the old horse, should it still run, can write nothing more.
+            job.dispatch_id = uuid.uuid4()
+            _save(job, *_ATTEMPT_FIELDS, "finished_at", "dispatch_id")
+            _audit(job, "failed", None, from_status=previous, **details)
+        _announce(job)
+        job_pk = job.pk
+        transaction.on_commit(lambda: dispatch.stop_running_stage(job_pk, lost_dispatch))
     return job

@@ -67,6 +67,8 @@ JOB_COLUMNS = (
     "completed_at",
     "finished_at",
     "updated_at",
+    "lease_expires_at",
+    "lease_holder",
 )
 DOCUMENT_COLUMNS = (
     "id",
@@ -113,7 +115,8 @@ BEGIN_STAGE = f"""
         UPDATE processing_processingjob
         SET status = %(processing)s, started_at = COALESCE(started_at, %(now)s),
             stage_started_at = %(now)s, items_done = 0, items_total = 0,
-            next_attempt_at = NULL, stage_attempt = stage_attempt + 1, updated_at = %(now)s
+            next_attempt_at = NULL, stage_attempt = stage_attempt + 1, updated_at = %(now)s,
+            lease_expires_at = %(lease)s, lease_holder = %(worker)s
         WHERE id = (SELECT id FROM current) AND dispatch_id = %(dispatch)s
             AND (status = %(queued)s OR (status = %(processing)s AND stage_attempt = 0))
         RETURNING *
@@ -154,7 +157,12 @@ class Started(NamedTuple):
 
 
 def begin_stage(
-    job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, *, worker: str, now: datetime
+    job_id: uuid.UUID | str,
+    dispatch_id: uuid.UUID | str,
+    *,
+    worker: str,
+    now: datetime,
+    lease: datetime,
 ) -> Started | None:
     """Start the job's current stage; None when this queue entry is stale.
 
@@ -163,8 +171,9 @@ def begin_stage(
     (``stage_attempt = 0``, which :data:`COMPLETE_STAGE` sets), so a queue entry
     delivered twice runs its stage once. ``current`` reads the status as it is
     once locked, which is how the audit knows whether this is QUEUED -> PROCESSING.
-    Writes: the job (PROCESSING, stage counters reset, ``stage_attempt`` + 1); a
-    new IN_PROGRESS stage run; for a QUEUED job, a "started" audit event.
+    Writes: the job (PROCESSING, stage counters reset, ``stage_attempt`` + 1, its
+    lease held by ``worker`` until ``lease``); a new IN_PROGRESS stage run; for a
+    QUEUED job, a "started" audit event.
     Returns: the job with its document, the stage run, and whether it was QUEUED.
     """
     params: dict[str, Any] = {
@@ -172,6 +181,7 @@ def begin_stage(
         "dispatch": dispatch_id,
         "worker": worker,
         "now": now,
+        "lease": lease,
         "queued": JobStatus.QUEUED,
         "processing": JobStatus.PROCESSING,
         "in_progress": StageStatus.IN_PROGRESS,
@@ -194,7 +204,8 @@ RECORD_PROGRESS = """
     WITH job AS (
         UPDATE processing_processingjob
         SET items_done = %(done)s, items_total = %(total)s,
-            progress = GREATEST(progress, %(progress)s), updated_at = %(now)s
+            progress = GREATEST(progress, %(progress)s), updated_at = %(now)s,
+            lease_expires_at = %(lease)s
         WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
         RETURNING id
     ), run AS (
@@ -207,14 +218,22 @@ RECORD_PROGRESS = """
 
 
 def record_progress(
-    job: ProcessingJob, run: StageRun, *, done: int, total: int, progress: int, now: datetime
+    job: ProcessingJob,
+    run: StageRun,
+    *,
+    done: int,
+    total: int,
+    progress: int,
+    now: datetime,
+    lease: datetime,
 ) -> bool:
     """Store the running stage's counters; False when the job is no longer this stage's.
 
     Locks: the job row, if it is PROCESSING under the stage's dispatch token.
     Checks: that token and status (a cancel that got the row first wins).
-    Writes: the job's and the stage run's item counters, and the job's
-    progress, which never goes down (``GREATEST``).
+    Writes: the job's and the stage run's item counters, the job's progress,
+    which never goes down (``GREATEST``), and its lease, renewed until ``lease``
+    (the heartbeat rides on the progress write: no round trip of its own).
     """
     params: dict[str, Any] = {
         "job": job.id,
@@ -224,6 +243,7 @@ def record_progress(
         "total": total,
         "progress": progress,
         "now": now,
+        "lease": lease,
         "processing": JobStatus.PROCESSING,
     }
     with connection.cursor() as cursor:
@@ -249,7 +269,7 @@ COMPLETE_STAGE = f"""
         UPDATE processing_processingjob
         SET progress = GREATEST(progress, %(progress)s), current_stage = %(next)s,
             stage_index = %(index)s, items_done = 0, items_total = 0, stage_attempt = 0,
-            dispatch_id = %(token)s,
+            dispatch_id = %(token)s, lease_expires_at = %(lease)s, lease_holder = '',
             error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
         WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
         RETURNING progress
@@ -262,6 +282,7 @@ COMPLETE_LAST_STAGE = f"""
         UPDATE processing_processingjob
         SET status = %(completed)s, progress = 100, completed_at = %(now)s,
             finished_at = %(now)s, items_done = %(done)s, items_total = %(total)s,
+            lease_expires_at = NULL, lease_holder = '',
             error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
         WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
         RETURNING progress
@@ -316,18 +337,21 @@ def complete_stage(
     next_index: int,
     token: uuid.UUID,
     now: datetime,
+    lease: datetime,
 ) -> int | None:
     """Close a finished stage and point the job at ``next_stage`` under a new ``token``.
 
     Locks: the job row, if it is PROCESSING under the stage's dispatch token.
     Checks: that token and status.
     Writes: the job (next stage, counters reset, ``stage_attempt = 0``, the new
-    token, error cleared, progress never down); the stage run COMPLETED, or
+    token, error cleared, progress never down, a lease with no holder until
+    ``lease``: should the next stage's enqueue never happen, recovery finds the
+    job once it runs out); the stage run COMPLETED, or
     SKIPPED when the job was cancelled or taken over while the stage ran.
     Returns: the job's progress, or None when the job was no longer the stage's.
     """
     params = _completion_params(job, run, done=done, total=total, now=now)
-    params.update(progress=progress, next=next_stage, index=next_index, token=token)
+    params.update(progress=progress, next=next_stage, index=next_index, token=token, lease=lease)
     return _progress_of(COMPLETE_STAGE, params)
 
 
@@ -344,7 +368,8 @@ def complete_last_stage(
 
     Locks: the job row, if it is PROCESSING under the stage's dispatch token.
     Checks: that token and status.
-    Writes: the job (COMPLETED, progress 100, its timestamps, error cleared); the
+    Writes: the job (COMPLETED, progress 100, its timestamps, error and lease
+    cleared); the
     stage run COMPLETED (or SKIPPED, as above); the document's ``document_state``
     (PROCESSED, or INCOMPLETE when a stage was skipped); a "completed" audit event.
     Returns: the job's progress (100), or None when the job was no longer the stage's.
@@ -359,7 +384,66 @@ def complete_last_stage(
     return _progress_of(COMPLETE_LAST_STAGE, params)
 
 
-ALL = (BEGIN_STAGE, RECORD_PROGRESS, COMPLETE_STAGE, COMPLETE_LAST_STAGE)
+RENEW_LEASE = """
+    UPDATE processing_processingjob SET lease_expires_at = %(lease)s
+    WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
+"""
+
+
+def renew_lease(job: ProcessingJob, *, lease: datetime) -> bool:
+    """Extend the running stage's lease until ``lease``; False when it is no longer the stage's.
+
+    Locks: the job row, if it is PROCESSING under the stage's dispatch token.
+    Checks: that token and status (a rescue or a cancel that got the row first wins).
+    Writes: ``lease_expires_at`` only; not ``updated_at``, since nothing a person
+    sees has changed.
+    """
+    params: dict[str, Any] = {
+        "job": job.id,
+        "dispatch": job.dispatch_id,
+        "lease": lease,
+        "processing": JobStatus.PROCESSING,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(RENEW_LEASE, params)
+        return bool(cursor.rowcount)
+
+
+HOLD_STAGE = """
+    SELECT 1 FROM processing_processingjob
+    WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
+    FOR SHARE
+"""
+
+
+def hold_stage(job: ProcessingJob) -> bool:
+    """Inside the caller's transaction: keep the stage's job row from being taken over.
+
+    Locks: the job row ``FOR SHARE``, if it is PROCESSING under the stage's
+    dispatch token, until the caller's transaction ends. ``FOR SHARE`` (not ``FOR
+    KEY SHARE``) conflicts with every ``UPDATE`` of the row, so a rescue, a cancel
+    or a hand-back waits for the caller's commit, and whatever the caller writes
+    in that transaction is committed while the stage is still its to run.
+    Returns False (locking nothing) when the stage is no longer its to run.
+    """
+    params: dict[str, Any] = {
+        "job": job.id,
+        "dispatch": job.dispatch_id,
+        "processing": JobStatus.PROCESSING,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(HOLD_STAGE, params)
+        return cursor.fetchone() is not None
+
+
+ALL = (
+    BEGIN_STAGE,
+    RECORD_PROGRESS,
+    COMPLETE_STAGE,
+    COMPLETE_LAST_STAGE,
+    RENEW_LEASE,
+    HOLD_STAGE,
+)
 
 
 def prepare() -> None:

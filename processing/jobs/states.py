@@ -9,8 +9,11 @@ Job transitions::
     QUEUED      -> PROCESSING   a worker starts a stage
     QUEUED      -> CANCELLED    cancelled before it ran
     PROCESSING  -> QUEUED       a transient failure waits for its next automatic attempt
+    PROCESSING  -> QUEUED       recovery took over the stage of a lost worker (WORKER_LOST)
+    PROCESSING  -> QUEUED       a worker shutting down handed its stage back
     PROCESSING  -> COMPLETED    the last stage finished
-    PROCESSING  -> FAILED       a permanent error, or the last automatic retry failed
+    PROCESSING  -> FAILED       a permanent error, or the last automatic retry failed (or
+                                its worker was lost on the last one)
     PROCESSING  -> CANCELLED    cancelled while running; the stage stops at its next item
     FAILED      -> QUEUED       retried by a person; resumes from the failed stage
     FAILED      -> QUEUED       its failed stage skipped by a person; goes on with the next one

@@ -5,10 +5,12 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 import traceback
+from collections.abc import Callable
 
 from django.db import Error as DatabaseError
-from django.db import close_old_connections
+from django.db import close_old_connections, connection
 from redis.exceptions import RedisError
 from rq.timeouts import JobTimeoutException
 
@@ -17,13 +19,36 @@ from processing.errors import (
     ServiceUnavailable,
     StageCancelled,
     StageError,
+    StageHandedBack,
     StageTimeout,
 )
 from processing.jobs import lifecycle
-from processing.jobs.context import StageContext
+from processing.jobs.context import Heartbeat, StageContext
 from processing.pipeline.registry import get_pipeline
 
 logger = logging.getLogger(__name__)
+
+RECORD_RETRY_SECONDS = 20.0
+"""How long the outcome of a stage is retried while PostgreSQL is away (a restart takes
+a few seconds); past it the stage's lease runs out and recovery rescues it."""
+
+
+def _recorded[T](what: str, job_id: str, write: Callable[[], T]) -> T:
+    """Run the lifecycle call ``write``, trying again on a fresh connection while
+    PostgreSQL is away, for up to :data:`RECORD_RETRY_SECONDS`."""
+    deadline = time.monotonic() + RECORD_RETRY_SECONDS
+    pause = 0.25
+    while True:
+        try:
+            return write()
+        except DatabaseError as exc:
+            if time.monotonic() + pause > deadline:
+                logger.error("Could not record the %s of job %s: %s", what, job_id, exc)
+                raise
+            logger.warning("Could not record the %s of job %s (%s); retrying", what, job_id, exc)
+            connection.close()  # a dropped connection is replaced, not reused
+            time.sleep(pause)
+            pause = min(pause * 2, 4.0)
 
 
 def _worker_name() -> str:
@@ -33,8 +58,11 @@ def _worker_name() -> str:
 def run_stage(job_id: str, dispatch_id: str) -> str:
     """Run the current stage of job ``job_id`` if ``dispatch_id`` is still its token.
 
-    Returns a short word for RQ's result: ``stale``, ``completed``, ``failed``
-    or ``cancelled``.
+    Returns a short word for RQ's result: ``stale``, ``completed``, ``failed``,
+    ``cancelled`` or ``handed back`` (its worker is shutting down: the stage went
+    back to the front of its queue). While the stage runs, a :class:`Heartbeat`
+    keeps its lease alive. The outcome is recorded even across a PostgreSQL
+    restart (:func:`_recorded`).
     """
     close_old_connections()
     started = lifecycle.begin_stage(job_id, dispatch_id, worker=_worker_name())
@@ -46,9 +74,21 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
     error: StageError
     detail = ""
     try:
-        stage.load()(ctx)
+        with Heartbeat(ctx):
+            stage.load()(ctx)
+    except StageHandedBack:
+        handed = _recorded(
+            "hand-back",
+            job_id,
+            lambda: lifecycle.hand_back(job, stage_run, done=ctx.items_done, total=ctx.items_total),
+        )
+        return "handed back" if handed is not None else "cancelled"
     except StageCancelled:
-        lifecycle.stop_stage(stage_run, done=ctx.items_done, total=ctx.items_total)
+        _recorded(
+            "stop",
+            job_id,
+            lambda: lifecycle.stop_stage(stage_run, done=ctx.items_done, total=ctx.items_total),
+        )
         return "cancelled"
     except StageError as exc:
         error = exc
@@ -65,15 +105,20 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         error, detail = InternalError(), traceback.format_exc()
         logger.exception("Stage %s of job %s raised unexpectedly", stage.name, job_id)
     else:
-        lifecycle.complete_stage(job, stage_run, done=ctx.items_done, total=ctx.items_total)
+        _recorded(
+            "completion",
+            job_id,
+            lambda: lifecycle.complete_stage(
+                job, stage_run, done=ctx.items_done, total=ctx.items_total
+            ),
+        )
         return "completed"
-    lifecycle.fail_stage(
-        job,
-        stage_run,
-        error,
-        detail=detail,
-        done=ctx.items_done,
-        total=ctx.items_total,
+    _recorded(
+        "failure",
+        job_id,
+        lambda: lifecycle.fail_stage(
+            job, stage_run, error, detail=detail, done=ctx.items_done, total=ctx.items_total
+        ),
     )
     return "failed"
 

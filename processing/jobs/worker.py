@@ -7,12 +7,23 @@ python-docx, lxml and eyecite: a few hundred milliseconds). Loading them once
 in the parent makes each fork start warm, and so does whatever else a stage
 would otherwise work out again in every work horse (see :class:`Worker`).
 settings.RQ["WORKER_CLASS"] names it.
+
+It also hands a running stage back when it is asked to stop (SIGTERM: a deploy, a
+rolling restart). RQ's warm shutdown waits for the work horse to finish, and RQ
+puts each horse in its own process group, so the horse never sees the SIGTERM: a
+long stage would hold the deploy up, and be killed mid-item by the cold shutdown
+that follows. The worker forwards a ``SIGUSR1`` to its horse instead, whose
+stage stops at its next item and goes back to the front of its queue
+(:func:`processing.jobs.lifecycle.hand_back`); the worker then exits.
 """
 
 from __future__ import annotations
 
 import gc
 import logging
+import os
+import signal
+from types import FrameType
 from typing import Any
 
 import rq
@@ -49,6 +60,16 @@ def preload() -> None:
         connection.close()
 
 
+HAND_BACK_SIGNAL = signal.SIGUSR1
+"""What the worker sends its work horse when it is asked to stop."""
+
+
+def _install_hand_back_handler() -> None:
+    from processing.jobs.context import request_hand_back
+
+    signal.signal(HAND_BACK_SIGNAL, request_hand_back)
+
+
 class Worker(rq.Worker):
     """RQ's forking worker (one process per stage: a crash costs one stage, not the worker)."""
 
@@ -62,3 +83,29 @@ class Worker(rq.Worker):
         # What is loaded now lives as long as the worker: keep the cycle collector of
         # each work horse from walking it (and copying every page it touches).
         gc.freeze()
+
+    def _install_signal_handlers(self) -> None:
+        """RQ's SIGINT/SIGTERM handlers, and the hand-back handler every work horse inherits.
+
+        Installed before any fork, so a horse is never without it (SIGUSR1's
+        default action would end the horse).
+        """
+        super()._install_signal_handlers()  # type: ignore[no-untyped-call]
+        _install_hand_back_handler()
+
+    def setup_work_horse_signals(self) -> None:
+        """RQ's work horse signals, with the hand-back handler kept."""
+        super().setup_work_horse_signals()  # type: ignore[no-untyped-call]
+        _install_hand_back_handler()
+
+    def request_stop(self, signum: int, frame: FrameType | None) -> None:
+        """Warm shutdown (RQ's), first telling a running work horse to hand its stage back."""
+        horse = self.horse_pid
+        if horse:
+            try:
+                os.kill(horse, HAND_BACK_SIGNAL)
+            except ProcessLookupError:
+                pass  # it has just ended
+            else:
+                self.log.info("Worker %s: asked horse %s to hand its stage back", self.name, horse)
+        super().request_stop(signum, frame)  # type: ignore[no-untyped-call]

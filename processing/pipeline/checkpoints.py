@@ -4,9 +4,11 @@ A stage saves its results in batches, each its own transaction. Django's
 ``bulk_create`` spends most of its time building the INSERT in Python (about
 50 ms for 300 pages of text here); PostgreSQL's COPY takes about 8 ms for the
 same rows. So batches go in with COPY, straight from tuples, and only if one
-collides with rows that already exist (two workers on one stage after a lost
-heartbeat) is it saved again with ``bulk_create(ignore_conflicts=True)``,
-which skips those.
+collides with rows that already exist (rows an earlier attempt stored) is it
+saved again with ``bulk_create(ignore_conflicts=True)``, which skips those.
+
+Each batch's transaction starts with the stage's ``fence`` (its
+:meth:`StageContext.fence`): a work horse whose stage was taken over stores nothing.
 
 :func:`stream_rows` writes rows while the stage is still making them, so the
 database stores some pages while the next are read instead of all of them at
@@ -39,6 +41,7 @@ def stream_rows(
     max_size: int,
     size: Callable[[Sequence[Any]], int] = lambda row: 0,
     after_batch: Callable[[], None] = lambda: None,
+    fence: Callable[[], None] = lambda: None,
 ) -> None:
     """Insert ``rows`` as the iterable makes them, a transaction (one COPY) per batch.
 
@@ -46,7 +49,9 @@ def stream_rows(
     first chunk is in hand, and stays open while the batch's next chunks are
     made and sent; the batch ends once ``seconds`` have passed since it began
     (checked before each row is asked for) or its rows add up to ``max_size``
-    by ``size``. ``after_batch`` runs after each commit. While the COPY is open
+    by ``size``. ``fence`` runs first in each batch's transaction (it raises to
+    refuse the batch: the stage was taken over, and the batch is rolled back).
+    ``after_batch`` runs after each commit. While the COPY is open
     it holds the connection: making a row must not query the database (do that
     in ``after_batch``). If making a row raises, the rows made before it are
     kept and then the error is raised. Rows that would duplicate a unique key
@@ -87,14 +92,16 @@ def stream_rows(
             break
         batch = list(pending)
         try:
-            with _copy(statement) as copy:
+            with _copy(statement, fence) as copy:
                 while pending:
                     for row in pending:
                         copy.write_row([*row, *defaults])
                     pending = chunk() if not exhausted and failure is None else []
                     batch += pending
         except IntegrityError:
-            _save_skipping_existing(model, columns, batch)
+            with transaction.atomic():
+                fence()
+                _save_skipping_existing(model, columns, batch)
         except Exception as error:
             if failure is not None:  # the stage's own error says more than the lost batch's
                 raise failure from error
@@ -106,15 +113,16 @@ def stream_rows(
 
 
 @contextlib.contextmanager
-def _copy(statement: str) -> Iterator[Any]:
-    """A psycopg COPY in its own transaction, its errors turned into Django's."""
-    with (
-        transaction.atomic(),
-        connection.wrap_database_errors,
-        connection.cursor() as cursor,
-        cursor.copy(statement) as copy,
-    ):
-        yield copy
+def _copy(statement: str, fence: Callable[[], None]) -> Iterator[Any]:
+    """A psycopg COPY in its own transaction, after ``fence``; its errors turned into Django's."""
+    with transaction.atomic():
+        fence()
+        with (
+            connection.wrap_database_errors,
+            connection.cursor() as cursor,
+            cursor.copy(statement) as copy,
+        ):
+            yield copy
 
 
 def _copy_statement(model: type[models.Model], columns: Sequence[str]) -> tuple[str, list[Any]]:

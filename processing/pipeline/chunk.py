@@ -318,7 +318,8 @@ def chunk(ctx: StageContext) -> None:
     def flush() -> None:
         nonlocal last_flush
         if batch:
-            DocumentChunk.objects.bulk_create(batch, ignore_conflicts=True)
+            with ctx.fenced():
+                DocumentChunk.objects.bulk_create(batch, ignore_conflicts=True)
             batch.clear()
         last_flush = time.monotonic()
 

@@ -6,7 +6,6 @@ import time
 from typing import TYPE_CHECKING
 
 from django.conf import settings
-from django.db import transaction
 from django.db.models import Count, Q
 
 from processing.models import DocumentPage, Entity
@@ -36,11 +35,11 @@ def entities(ctx: StageContext) -> None:
     """Find the entities on each page not yet scanned and save them as ``Entity`` rows.
 
     A page's entities and its ``entities_done`` flag are written in the same
-    transaction, a small batch of pages at a time (every ``FLUSH_PAGES`` pages
-    or ``FLUSH_SECONDS``), so a rerun skips the pages already scanned and a
-    crash mid-batch leaves those pages to be scanned again, never half-saved.
-    Progress counts pages; a long page is searched a window at a time, with the
-    cancel check and a progress report between windows.
+    transaction (fenced on the stage's lease: :meth:`StageContext.fenced`), a small
+    batch of pages at a time (every ``FLUSH_PAGES`` pages or ``FLUSH_SECONDS``), so a
+    rerun skips the pages already scanned and a crash mid-batch leaves those pages to
+    be scanned again, never half-saved. Progress counts pages; a long page is searched
+    a window at a time, with the cancel check and a progress report between windows.
 
     Counting is bounded (``ENTITIES_MAX_PER_PAGE``, ``ENTITIES_MAX_PER_DOCUMENT``):
     past a cap the stage stops counting and says so in the page's
@@ -67,7 +66,7 @@ def entities(ctx: StageContext) -> None:
     def flush() -> None:
         nonlocal last_flush
         if scanned:
-            with transaction.atomic():
+            with ctx.fenced():
                 Entity.objects.bulk_create(found, ignore_conflicts=True, batch_size=500)
                 DocumentPage.objects.filter(pk__in=scanned).update(entities_done=True)
                 if capped:
@@ -113,9 +112,10 @@ def entities(ctx: StageContext) -> None:
     flush()
     if counted >= per_document and done < total:
         # The rest is not scanned; saying so is what makes the result honest.
-        DocumentPage.objects.filter(document=document, entities_done=False).update(
-            entities_done=True, entities_note=document_cap_note(per_document)
-        )
+        with ctx.fenced():
+            DocumentPage.objects.filter(document=document, entities_done=False).update(
+                entities_done=True, entities_note=document_cap_note(per_document)
+            )
         done = total
         ctx.progress(done, total)
 

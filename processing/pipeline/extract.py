@@ -46,7 +46,8 @@ def extract(ctx: StageContext) -> None:
     ) as reader:
         total = reader.page_count
         if document.page_count != total:
-            Document.objects.filter(pk=document.pk).update(page_count=total)
+            with ctx.fenced():
+                Document.objects.filter(pk=document.pk).update(page_count=total)
             document.page_count = total
         finished = set(
             DocumentPage.objects.filter(document=document).values_list("page_number", flat=True)
@@ -78,6 +79,7 @@ def extract(ctx: StageContext) -> None:
                 max_size=FLUSH_CHARS,
                 size=lambda row: row[3],
                 after_batch=between_batches,
+                fence=ctx.fence,
             )
         finally:
             # What the stage run reports, also when a page failed (no write here).

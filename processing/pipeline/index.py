@@ -41,9 +41,10 @@ def index(ctx: StageContext) -> None:
     while True:
         ctx.stop_if_asked()
         batch = pending.order_by("index").values("pk")[:BATCH_CHUNKS]
-        updated = DocumentChunk.objects.filter(pk__in=batch, search_vector__isnull=True).update(
-            language=language, search_vector=vector
-        )
+        with ctx.fenced():
+            updated = DocumentChunk.objects.filter(pk__in=batch, search_vector__isnull=True).update(
+                language=language, search_vector=vector
+            )
         done += updated
         ctx.progress(min(done, total), total)
         if updated < BATCH_CHUNKS:

@@ -80,7 +80,8 @@ def ocr(ctx: StageContext) -> None:
     pages = DocumentPage.objects.filter(document=document)
     if document.content_type not in PAGE_IMAGE_TYPES:
         # Nothing here can be an image of text: zero items, done at once.
-        pages.filter(ocr_status=OcrStatus.PENDING).update(ocr_status=OcrStatus.NOT_NEEDED)
+        with ctx.fenced():
+            pages.filter(ocr_status=OcrStatus.PENDING).update(ocr_status=OcrStatus.NOT_NEEDED)
         ctx.progress(0, 0)
         return
     counts = pages.aggregate(
@@ -100,9 +101,10 @@ def ocr(ctx: StageContext) -> None:
         """Write the held text pages as ``not_needed``, in one UPDATE."""
         nonlocal done
         if passed:
-            written = DocumentPage.objects.filter(
-                pk__in=passed, ocr_status=OcrStatus.PENDING
-            ).update(ocr_status=OcrStatus.NOT_NEEDED)
+            with ctx.fenced():
+                written = DocumentPage.objects.filter(
+                    pk__in=passed, ocr_status=OcrStatus.PENDING
+                ).update(ocr_status=OcrStatus.NOT_NEEDED)
             done += written
             outcomes[OcrStatus.NOT_NEEDED] += written
             passed.clear()
@@ -126,9 +128,11 @@ def ocr(ctx: StageContext) -> None:
                     max_image_pixels=settings.IMAGE_MAX_PIXELS,
                 )
             fields = _read_page(reader, page.page_number - 1)
-            if DocumentPage.objects.filter(pk=page.pk, ocr_status=OcrStatus.PENDING).update(
-                **fields
-            ):
+            with ctx.fenced():
+                written = DocumentPage.objects.filter(
+                    pk=page.pk, ocr_status=OcrStatus.PENDING
+                ).update(**fields)
+            if written:
                 done += 1
                 outcomes[fields["ocr_status"]] += 1
             ctx.progress(done, total)

@@ -7,8 +7,9 @@ point, :func:`processing.jobs.tasks.run_stage`, loads a stage's function, when
 it runs it.
 
 A stage function is ``stage(ctx: StageContext) -> None``. It reports
-``ctx.progress(done, total)``, checks ``ctx.should_stop()`` between items, and
-raises a :class:`processing.errors.StageError` subclass when it cannot go on.
+``ctx.progress(done, total)``, checks ``ctx.should_stop()`` between items, writes
+its results inside ``with ctx.fenced():`` (so a stage taken over stores nothing),
+and raises a :class:`processing.errors.StageError` subclass when it cannot go on.
 It knows nothing of RQ, Channels or HTTP.
 """
 

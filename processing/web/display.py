@@ -183,16 +183,54 @@ def job_view(
             view["eta_text"] = f"{about(job['eta_seconds'])} left"
             view["eta_until"] = job["estimated_completion"]
     if "stage_history" in job:
-        view["stage_history"] = [_run_view(run, job) for run in job["stage_history"]]
+        recoveries = _recoveries(job["audit"])
+        view["stage_history"] = [_run_view(run, job, recoveries) for run in job["stage_history"]]
         view["audit"] = [
             {
                 **event,
-                "words": _AUDIT_WORDS.get(event["action"], event["action"]),
+                "words": _audit_words(event),
                 "ago": ago(event["at"], now),
             }
             for event in job["audit"]
         ]
     return view
+
+
+def clock(iso: str | None) -> str:
+    """``HH:MM:SS`` of an ISO time, in the site's time zone ("" for none)."""
+    when = parse_datetime(iso) if iso else None
+    return timezone.localtime(when).strftime("%H:%M:%S") if when else ""
+
+
+def _recoveries(audit: list[dict[str, Any]]) -> dict[tuple[str, int], dict[str, Any]]:
+    """The audit events of stage runs taken over by the system (a lost worker, a worker
+    shutting down), by the (stage, attempt) of the run they ended."""
+    found = {}
+    for event in audit:
+        details = event["details"] or {}
+        if details.get("cause") in ("worker_lost", "shutdown") and "stage_attempt" in details:
+            found[(details["stage"], int(details["stage_attempt"]))] = event
+    return found
+
+
+def _recovery_words(run: dict[str, Any], recoveries: dict[tuple[str, int], dict[str, Any]]) -> str:
+    """What happened to a run the system took over, or what the next run resumed from:
+    "worker lost at 12:03:10, requeued at 12:03:31", "resumed from item 241 of 400"."""
+    ended = recoveries.get((run["stage"], run["attempt"]))
+    words = []
+    if ended is not None:
+        details = ended["details"]
+        # A run handed back says so in its own message.
+        if details["cause"] == "worker_lost":
+            words.append(f"worker lost at {clock(details.get('last_seen'))}")
+        if ended["action"] == "requeued":
+            words.append(f"requeued at {clock(ended['at'])}")
+    before = recoveries.get((run["stage"], run["attempt"] - 1))
+    if before is not None and before["details"].get("items_done"):
+        done, total = before["details"]["items_done"], before["details"].get("items_total", 0)
+        if total and done < total:
+            words.append(f"resumed from item {done + 1} of {total}")
+    return ", ".join(words)
 
 
 _AUDIT_WORDS = {
@@ -209,9 +247,28 @@ _AUDIT_WORDS = {
     "stage_skipped": "skipped the failed stage and let it go on",
     "requeued": "put it back in its queue, whose entry was lost",
 }
+_REQUEUED_WORDS = {
+    "worker_lost": "put it back in its queue: the worker running it was lost",
+    "shutdown": "put it back in its queue: the worker running it was shutting down",
+    "stranded": "put its next stage in its queue, whose entry was lost",
+}
 
 
-def _run_view(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
+def _audit_words(event: dict[str, Any]) -> str:
+    """An audit event in words: who did what (the cause of a system action, when known)."""
+    cause = (event["details"] or {}).get("cause", "")
+    if event["action"] == "requeued" and cause in _REQUEUED_WORDS:
+        return _REQUEUED_WORDS[cause]
+    if event["action"] == "failed" and cause == "worker_lost":
+        return "stopped: the worker running it was lost on every attempt"
+    return str(_AUDIT_WORDS.get(event["action"], event["action"]))
+
+
+def _run_view(
+    run: dict[str, Any],
+    job: dict[str, Any],
+    recoveries: dict[tuple[str, int], dict[str, Any]] | None = None,
+) -> dict[str, Any]:
     labels = {stage["name"]: stage["label"] for stage in job["stages"]}
     took = run["duration_ms"]
     return {
@@ -220,6 +277,7 @@ def _run_view(run: dict[str, Any], job: dict[str, Any]) -> dict[str, Any]:
         "label": labels.get(run["stage"], run["stage"]),
         "status_word": _run_words(run),
         "took": None if took is None else (f"{took} ms" if took < 1000 else f"{took / 1000:.1f} s"),
+        "recovery": _recovery_words(run, recoveries or {}),
     }
 
 
