@@ -14,8 +14,9 @@ and Redis db:
 - **FLUSHALL -> re-enqueued**, TRIALS times: JOBS jobs, one worker busy with one of them
   and the rest QUEUED; ``FLUSHDB`` of the app's Redis database (everything the app keeps
   in Redis; FLUSHALL would also empty other databases of a shared server). Measured:
-  flush -> every QUEUED and PROCESSING job has a live RQ entry again (queued, scheduled,
-  started or deferred), polled every 50 ms.
+  flush -> every waiting job (QUEUED, or PROCESSING between stages) has a live RQ entry
+  again (queued, scheduled, started or deferred), polled every 50 ms; a stage running on a
+  live worker under its lease needs none.
 
 Target (issue: crash safety): both within 30 s, worst case included.
 
@@ -169,15 +170,21 @@ def kill_trial(processes: Processes, matter: Any, user: Any, pdf: bytes, n: int)
 
 
 def without_entry(jobs: list[Any]) -> int:
-    """How many of ``jobs`` that are QUEUED or PROCESSING have no live RQ entry for their
-    current dispatch."""
+    """How many of ``jobs`` that wait (QUEUED, or PROCESSING between stages) have no live RQ
+    entry for their current dispatch. A stage running on a live worker (its lease held)
+    needs none: it is not in a queue, it is being worked."""
+    from django.utils import timezone
     from rq.job import Job, JobStatus
 
     from processing.jobs import dispatch
     from processing.models import ProcessingJob
 
     live = {JobStatus.QUEUED, JobStatus.SCHEDULED, JobStatus.STARTED, JobStatus.DEFERRED}
-    rows = ProcessingJob.objects.filter(pk__in=[j.pk for j in jobs]).active()
+    rows = (
+        ProcessingJob.objects.filter(pk__in=[j.pk for j in jobs])
+        .active()
+        .exclude(stage_attempt__gt=0, lease_expires_at__gt=timezone.now())
+    )
     ids = [dispatch.rq_job_id(j.pk, j.dispatch_id) for j in rows]
     statuses = Job.fetch_many(ids, connection=_setup.redis())
     found = sum(1 for job in statuses if job is not None and job.get_status() in live)

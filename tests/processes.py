@@ -5,6 +5,7 @@ this run's Redis database and the test's media folder."""
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -45,6 +46,7 @@ class LiveApp:
             **environment,
         }
         self.logs = LOGS / name
+        shutil.rmtree(self.logs, ignore_errors=True)  # this run's logs only
         self.logs.mkdir(parents=True, exist_ok=True)
         self.processes: list[subprocess.Popen[bytes]] = []
 

@@ -287,12 +287,16 @@ def test_no_job_is_lost_and_nothing_is_stored_twice_through_kills_a_flush_and_a_
         assert len(chunks) == len(set(chunks)), document.original_name
 
     # Each killed stage resumed on a live worker within the promise.
+    waits = []
     for kill in kills:
         for run in kill.runs:
             resumed = resumed_at(run)
             assert resumed is not None, (run.job_id, run.stage)
+            waits.append(resumed - kill.at)
             assert resumed - kill.at <= RESUMED_WITHIN_S, (run.job_id, run.stage, resumed - kill.at)
         assert all(StageRun.objects.get(pk=run.pk).error_code == "WORKER_LOST" for run in kill.runs)
+
+    print(f"kill -> resumed, s: {', '.join(f'{w:.1f}' for w in sorted(waits))}")
 
     # On the event feed, no job's progress went backwards within an attempt.
     seen: dict[tuple[str, int], list[int]] = defaultdict(list)
