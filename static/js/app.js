@@ -32,6 +32,17 @@
       setTimeout(() => htmx.trigger(document.body, `jt:${e.detail.target.id}`));
     }
   });
+  // A job page's timeline that arrives older than the job's row (the push of the row's
+  // newer step came while this fetch was in flight, and its own fetch was dropped with the
+  // element this one replaced) fetches itself once more.
+  document.addEventListener("htmx:load", (e) => {
+    const history = e.target;
+    if (!history.id || !history.id.startsWith("job-history-")) return;
+    const row = document.getElementById(`job-${history.id.slice("job-history-".length)}`);
+    if (version(history) < version(row)) {
+      setTimeout(() => htmx.trigger(document.body, `jt:${row.id}`));
+    }
+  });
   document.addEventListener("htmx:beforeSwap", (e) => {
     const found = /data-version="(\d+)"/.exec(e.detail.serverResponse || "");
     if (found && Number(found[1]) < version(e.detail.target)) e.detail.shouldSwap = false;
