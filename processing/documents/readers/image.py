@@ -79,7 +79,12 @@ class ImageReader(DocumentReader):
             try:
                 return Image.open(self._path, formats=_PIL_FORMATS[self.content_type])
             except Image.DecompressionBombError as error:
-                raise DocumentTooComplex(detail=f"image: {error}") from error
+                # Pillow's own cap (about 179 MP) is above ours: this image is over ours too.
+                raise DocumentTooComplex(
+                    f"This image is over {self._limits[0] / 1_000_000:g} megapixels, the "
+                    "limit. Scan it at a lower resolution and upload it again.",
+                    detail=f"IMAGE_MAX_PIXELS={self._limits[0]}; {error}",
+                ) from error
             except OSError as error:
                 if error.errno is not None:  # the disk, not the data
                     raise
