@@ -35,6 +35,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 _MAIN = "word/document.xml"
 _W_NS = "http://schemas.openxmlformats.org/wordprocessingml/2006/main"
+_IMAGE_REL = (
+    b'<Relationship Id="rIdHostile" Target="media/%s" Type="http://schemas.openxmlformats.org'
+    b'/officeDocument/2006/relationships/image"/></Relationships>'
+)
+_PNG_TYPE = b'<Default Extension="png" ContentType="image/png"/>'
 
 
 # --- hostile files, made here -----------------------------------------------------------
@@ -45,6 +50,7 @@ def docx_with(
     *,
     main_part: str = _MAIN,
     extra: Callable[[zipfile.ZipFile], None] | None = None,
+    image: str | None = None,
 ) -> bytes:
     """A DOCX made by python-docx, its main part replaced by ``body`` (a whole XML document)
     and renamed ``main_part``; ``extra(archive)`` may add members."""
@@ -58,8 +64,12 @@ def docx_with(
                 name, data = main_part, body if body is not None else data
             elif name == "word/_rels/document.xml.rels":
                 name = f"word/_rels/{Path(main_part).name}.rels"
+                if image:  # the main part refers to it, so python-docx loads it
+                    data = data.replace(b"</Relationships>", _IMAGE_REL % image.encode())
             elif name in ("[Content_Types].xml", "_rels/.rels"):
                 data = data.replace(_MAIN.encode(), main_part.encode())
+                if image and name == "[Content_Types].xml" and b'Extension="png"' not in data:
+                    data = data.replace(b"<Default ", _PNG_TYPE + b"<Default ", 1)
             archive.writestr(name, data)
         if extra is not None:
             extra(archive)
@@ -118,7 +128,7 @@ def docx_with_a_2_gib_image(tmp_path_factory: pytest.TempPathFactory) -> Path:
                 member.write(zeros)
 
     path = tmp_path_factory.mktemp("hostile") / "photo-report.docx"
-    path.write_bytes(docx_with(extra=image))
+    path.write_bytes(docx_with(extra=image, image="image1.png"))
     return path
 
 
