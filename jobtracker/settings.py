@@ -215,6 +215,11 @@ DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
 DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
 # Documents with fewer pages than this go to the high-priority queue.
 HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
+# A Word file's zip, walked before python-docx reads it: members, the unpacked bytes of
+# each and of all (declared, and counted while inflating), XML elements in every part.
+DOCX_MAX_PARTS = env_int("DOCX_MAX_PARTS", 10_000)
+DOCX_MAX_UNPACKED_BYTES = env_int("DOCX_MAX_UNPACKED_BYTES", 256 * 1024 * 1024)
+DOCX_MAX_XML_ELEMENTS = env_int("DOCX_MAX_XML_ELEMENTS", 2_000_000)
 # The entities stage stops counting past these (and notes it on the page).
 ENTITIES_MAX_PER_PAGE = env_int("ENTITIES_MAX_PER_PAGE", 5_000)
 ENTITIES_MAX_PER_DOCUMENT = env_int("ENTITIES_MAX_PER_DOCUMENT", 200_000)
@@ -336,3 +341,8 @@ OCR_MAX_PIXELS = env_int("OCR_MAX_PIXELS", 25_000_000)
 OCR_TIMEOUT = env_int("OCR_TIMEOUT", 120)
 OCR_MIN_TEXT_CHARS = env_int("OCR_MIN_TEXT_CHARS", 20)
 IMAGE_MAX_PIXELS = env_int("IMAGE_MAX_PIXELS", 150_000_000)
+# What is decoded whole: a PNG or TIFF page, or an image inside a PDF page being drawn for
+# OCR, over this many pixels fails with DOCUMENT_TOO_COMPLEX before it is decoded. A JPEG
+# is decoded at a reduced scale (1/2, 1/4, 1/8) when bigger than OCR needs, so only
+# IMAGE_MAX_PIXELS applies to it.
+IMAGE_MAX_DECODED_PIXELS = env_int("IMAGE_MAX_DECODED_PIXELS", 64_000_000)

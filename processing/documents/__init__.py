@@ -20,7 +20,7 @@ from processing.documents.detect import (
     supported_description,
 )
 from processing.documents.encodings import SNIFF_BYTES, detect_text_encoding
-from processing.documents.readers import DocumentReader, open_document
+from processing.documents.readers import DocumentReader, PackageLimits, open_document
 from processing.documents.render import RenderedPage, RenderError
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "IMAGE_TIFF",
     "IMAGE_TYPES",
     "PAGE_IMAGE_TYPES",
+    "PackageLimits",
     "PDF",
     "SNIFF_BYTES",
     "SUPPORTED_FORMATS",

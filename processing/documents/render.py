@@ -30,6 +30,8 @@ class RenderedPage:
     reduced: bool
     """Drawn smaller than asked, to stay within ``max_pixels``."""
     max_pixels: int
+    decoded_size: tuple[int, int] | None = None
+    """The size the source image was decoded at (a big JPEG at a reduced scale); None for PDF."""
 
     @property
     def pixels(self) -> int:
@@ -92,10 +94,13 @@ def _fit(size: tuple[int, int], max_pixels: int) -> tuple[int, int] | None:
     return max(1, math.floor(width * factor)), max(1, math.floor(height * factor))
 
 
-def grayscale_within(image: Image.Image, max_pixels: int) -> tuple[Image.Image, bool]:
+def grayscale_within(
+    image: Image.Image, max_pixels: int
+) -> tuple[Image.Image, bool, tuple[int, int]]:
     """The current frame of an opened image as grayscale, upright, within ``max_pixels``.
 
-    Returns the new image and whether it had to be reduced. A JPEG is decoded
+    Returns the new image, whether it had to be reduced, and the size the
+    source was decoded at. A JPEG is decoded
     at a reduced scale when it can be (its DCT allows 1/2, 1/4, 1/8), so a big
     photo never sits in memory at full size; transparency is laid on white
     (dark text on a transparent background would otherwise turn black on
@@ -106,6 +111,7 @@ def grayscale_within(image: Image.Image, max_pixels: int) -> tuple[Image.Image, 
     target = _fit(image.size, max_pixels)
     if image.format == "JPEG":
         image.draft("L", target or image.size)
+    decoded = image.size
     orientation = image.getexif().get(_ORIENTATION_TAG)
     if image.mode in ("RGBA", "LA", "PA", "La", "RGBa") or "transparency" in image.info:
         rgba = image.convert("RGBA")
@@ -121,4 +127,4 @@ def grayscale_within(image: Image.Image, max_pixels: int) -> tuple[Image.Image, 
         gray = gray.resize(target, Image.Resampling.LANCZOS, reducing_gap=3.0)
     if orientation in _TRANSPOSE:
         gray = gray.transpose(_TRANSPOSE[orientation])
-    return gray, gray.width * gray.height < original
+    return gray, gray.width * gray.height < original, decoded

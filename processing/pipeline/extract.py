@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 from django.conf import settings
 
-from processing.documents import open_document
+from processing.documents import PackageLimits, open_document
 from processing.models import Document, DocumentPage
 from processing.pipeline.checkpoints import stream_rows
 
@@ -43,6 +43,12 @@ def extract(ctx: StageContext) -> None:
         max_text_bytes=settings.DOCUMENT_MAX_TEXT_BYTES,
         max_image_pixels=settings.IMAGE_MAX_PIXELS,
         max_html_nodes=settings.HTML_MAX_NODES,
+        max_decoded_pixels=settings.IMAGE_MAX_DECODED_PIXELS,
+        docx_limits=PackageLimits(
+            max_members=settings.DOCX_MAX_PARTS,
+            max_unpacked_bytes=settings.DOCX_MAX_UNPACKED_BYTES,
+            max_xml_elements=settings.DOCX_MAX_XML_ELEMENTS,
+        ),
     ) as reader:
         total = reader.page_count
         if document.page_count != total:

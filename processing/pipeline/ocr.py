@@ -126,6 +126,7 @@ def ocr(ctx: StageContext) -> None:
                     document.content_type,
                     max_pages=settings.DOCUMENT_MAX_PAGES,
                     max_image_pixels=settings.IMAGE_MAX_PIXELS,
+                    max_decoded_pixels=settings.IMAGE_MAX_DECODED_PIXELS,
                 )
             fields = _read_page(reader, page.page_number - 1)
             with ctx.fenced():

@@ -12,13 +12,20 @@ time its text appears (not once per section), footnotes at the foot of the
 page that cites them, endnotes at the end; tables as tab-separated rows; text
 boxes and content controls in place. Deleted and moved-away text, field
 instructions and the duplicate fallback of alternate content are skipped.
-Before parsing, the XML's uncompressed size is charged against the text
-budget, so a zip bomb is refused unread.
+Before python-docx sees the file, :func:`check_package` walks the zip within
+its budgets: a count of members, the unpacked size of every member and of all
+of them (declared, then counted while inflating, since a zip can lie), and
+the XML elements of every member that holds XML, whatever its name. The
+bytes of XML are charged against the text budget too. So a zip bomb, a 2 GiB
+"image" part or 180 MB of empty paragraphs stop on a budget, read in bounded
+chunks, before python-docx builds a tree of any of it.
 """
 
 from __future__ import annotations
 
 import zipfile
+import zlib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,9 +35,9 @@ from docx.oxml.parser import parse_xml
 
 from processing.documents.detect import DOCX
 from processing.documents.readers.base import DocumentReader, TextBudget, tidy_lines
-from processing.errors import CorruptDocument
+from processing.errors import CorruptDocument, DocumentTooComplex
 
-__all__ = ["DocxReader"]
+__all__ = ["DocxReader", "PackageLimits", "check_package"]
 
 _W = "{http://schemas.openxmlformats.org/wordprocessingml/2006/main}"
 _R = "{http://schemas.openxmlformats.org/officeDocument/2006/relationships}"
@@ -74,8 +81,8 @@ class DocxReader(DocumentReader):
 
     content_type = DOCX
 
-    def __init__(self, path: Path, budget: TextBudget) -> None:
-        _check_zip_size(path, budget)
+    def __init__(self, path: Path, budget: TextBudget, limits: PackageLimits) -> None:
+        budget.charge_bytes(check_package(path, limits), "uncompressed XML")
         try:
             document = docx.Document(str(path))
             pages = _DocxPaginator(document).pages()
@@ -94,20 +101,123 @@ class DocxReader(DocumentReader):
         self._pages = []
 
 
-def _check_zip_size(path: Path, budget: TextBudget) -> None:
-    """Refuse a DOCX whose XML would inflate past the text limit (a zip bomb) before parsing it."""
-    if budget.limit is None:
-        return
+@dataclass(frozen=True)
+class PackageLimits:
+    """What a DOCX's zip may hold: members, unpacked bytes (each and all), XML elements."""
+
+    max_members: int = 10_000
+    max_unpacked_bytes: int = 256 * 1024 * 1024
+    max_xml_elements: int = 2_000_000
+
+
+_CHUNK = 1024 * 1024
+_ZIP_ERRORS = (
+    zipfile.BadZipFile,
+    zipfile.LargeZipFile,
+    EOFError,
+    ValueError,
+    zlib.error,
+    NotImplementedError,  # a compression method zipfile cannot read
+    RuntimeError,  # an encrypted member
+)
+
+
+def check_package(path: Path, limits: PackageLimits) -> int:
+    """Walk the zip at ``path`` within ``limits``; return how many bytes of XML it holds.
+
+    Declared sizes are checked first (nothing is inflated for a zip that
+    admits to being a bomb), then every member is inflated a megabyte at a
+    time and counted, since a declared size can lie. Elements are counted
+    from the bytes (each ``<`` that opens a tag), so no tree is built.
+    Raises :class:`DocumentTooComplex` naming the limit passed, or
+    :class:`CorruptDocument` for a zip that cannot be read.
+    """
     try:
         with zipfile.ZipFile(path) as archive:
-            size = sum(
-                info.file_size
-                for info in archive.infolist()
-                if info.filename.endswith((".xml", ".rels"))
-            )
-    except (zipfile.BadZipFile, EOFError, ValueError) as error:
-        raise CorruptDocument(detail=f"zip: {error}") from error
-    budget.charge_bytes(size, "uncompressed XML")
+            members = [info for info in archive.infolist() if not info.is_dir()]
+            if len(members) > limits.max_members:
+                raise _too_many_members(len(members), limits.max_members)
+            declared = 0
+            for info in members:
+                declared += info.file_size
+                if declared > limits.max_unpacked_bytes:
+                    raise _too_big(limits.max_unpacked_bytes, f"declared, at {info.filename!r}")
+            unpacked = xml_bytes = elements = 0
+            for info in members:
+                with archive.open(info) as member:
+                    counter: _ElementCounter | None = None
+                    while chunk := member.read(_CHUNK):
+                        unpacked += len(chunk)
+                        if unpacked > limits.max_unpacked_bytes:
+                            raise _too_big(
+                                limits.max_unpacked_bytes, f"inflated, at {info.filename!r}"
+                            )
+                        if counter is None:
+                            counter = _ElementCounter(xml=_looks_like_xml(chunk))
+                        if counter.xml:
+                            xml_bytes += len(chunk)
+                            elements += counter.count(chunk)
+                            if elements > limits.max_xml_elements:
+                                raise _too_many_elements(limits.max_xml_elements, info.filename)
+    except _ZIP_ERRORS as error:
+        raise CorruptDocument(detail=f"zip: {error!r}") from error
+    return xml_bytes
+
+
+class _ElementCounter:
+    """Counts start tags in a stream of XML bytes, chunk by chunk.
+
+    Every ``<`` in XML opens markup (a ``<`` in text must be escaped); those
+    that open an end tag, a declaration, a comment or CDATA are not elements.
+    A ``<`` in a comment is counted, which only errs on the safe side.
+    """
+
+    def __init__(self, *, xml: bool) -> None:
+        self.xml = xml
+        self._ended_with_open = False
+
+    def count(self, chunk: bytes) -> int:
+        """Start tags in ``chunk``, given what the previous chunk ended with."""
+        found = chunk.count(b"<") - chunk.count(b"</") - chunk.count(b"<?") - chunk.count(b"<!")
+        if self._ended_with_open and chunk[:1] in (b"/", b"?", b"!"):
+            found -= 1
+        self._ended_with_open = chunk.endswith(b"<")
+        return found
+
+
+def _looks_like_xml(head: bytes) -> bool:
+    """Whether a member's first bytes are XML (by content: a part can be named anything)."""
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):  # UTF-16: counted, over-counting end tags
+        return True
+    return head.removeprefix(b"\xef\xbb\xbf").lstrip()[:1] == b"<"
+
+
+def _mb(size: int) -> str:
+    return f"{size / 2**20:,.0f} MB"
+
+
+def _too_many_members(count: int, limit: int) -> DocumentTooComplex:
+    return DocumentTooComplex(
+        f"This Word file is made of {count:,} parts; the limit is {limit:,}. "
+        "Split it into smaller files and upload those.",
+        detail=f"DOCX_MAX_PARTS={limit}",
+    )
+
+
+def _too_big(limit: int, where: str) -> DocumentTooComplex:
+    return DocumentTooComplex(
+        f"This Word file unpacks to more than {_mb(limit)}, the limit for one document. "
+        "Split it into smaller files, or use smaller pictures, and upload those.",
+        detail=f"DOCX_MAX_UNPACKED_BYTES={limit}; {where}",
+    )
+
+
+def _too_many_elements(limit: int, name: str) -> DocumentTooComplex:
+    return DocumentTooComplex(
+        f"This Word file has more than {limit:,} pieces of markup (paragraphs, runs, "
+        "formatting), the limit for one document. Split it into smaller files and upload those.",
+        detail=f"DOCX_MAX_XML_ELEMENTS={limit}; at {name!r}",
+    )
 
 
 class _DocxPaginator:

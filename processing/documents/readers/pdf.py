@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import cast
 
 import pypdf
 import pypdfium2
@@ -29,7 +30,7 @@ from pypdf.generic import DictionaryObject
 from processing.documents.detect import PDF
 from processing.documents.readers.base import DocumentReader, TextBudget, clean_text
 from processing.documents.render import RenderedPage, RenderError, pdf_scale
-from processing.errors import CorruptDocument, EncryptedDocument
+from processing.errors import CorruptDocument, DocumentTooComplex, EncryptedDocument
 
 logger = logging.getLogger(__name__)
 
@@ -39,8 +40,14 @@ __all__ = ["open_pdf"]
 _PASSWORD_ERRORS = {pypdfium2.raw.FPDF_ERR_PASSWORD, pypdfium2.raw.FPDF_ERR_SECURITY}
 
 
-def open_pdf(path: Path, budget: TextBudget) -> DocumentReader:
-    """pdfium first (fast, streams, right on CJK); pypdf when pdfium cannot load the file."""
+def open_pdf(
+    path: Path, budget: TextBudget, *, max_image_pixels: int = 64_000_000
+) -> DocumentReader:
+    """pdfium first (fast, streams, right on CJK); pypdf when pdfium cannot load the file.
+
+    A page holding an image over ``max_image_pixels`` is not drawn (pdfium
+    decodes a page's images whole, whatever the scale it draws at).
+    """
     try:
         pdf = pypdfium2.PdfDocument(str(path))
     except pypdfium2.PdfiumError as error:
@@ -51,15 +58,18 @@ def open_pdf(path: Path, budget: TextBudget) -> DocumentReader:
         # pdfium loaded it but sees no page: let the tolerant reader look too.
         pdf.close()
         return _PypdfReader(path, budget, pdfium_error="no pages", pdfium_loaded=True)
-    return _PdfiumReader(pdf, budget)
+    return _PdfiumReader(pdf, budget, max_image_pixels=max_image_pixels)
 
 
 class _PdfiumReader(DocumentReader):
     content_type = PDF
 
-    def __init__(self, pdf: pypdfium2.PdfDocument, budget: TextBudget) -> None:
+    def __init__(
+        self, pdf: pypdfium2.PdfDocument, budget: TextBudget, *, max_image_pixels: int
+    ) -> None:
         self._pdf: pypdfium2.PdfDocument | None = pdf
         self._budget = budget
+        self._max_image_pixels = max_image_pixels
         self.page_count = len(pdf)
 
     def page_text(self, index: int) -> str:
@@ -90,6 +100,7 @@ class _PdfiumReader(DocumentReader):
         except pypdfium2.PdfiumError as error:
             raise RenderError("The page could not be loaded.") from error
         try:
+            _check_images(page, index, self._max_image_pixels)
             scale = pdf_scale(*page.get_size(), dpi=dpi, max_pixels=max_pixels)
             # The image shares the bitmap's buffer, which Python owns (new_native).
             image = page.render(scale=scale, grayscale=True, limit_image_cache=True).to_pil()
@@ -103,6 +114,27 @@ class _PdfiumReader(DocumentReader):
         if self._pdf is not None:
             self._pdf.close()
             self._pdf = None
+
+
+def _check_images(page: pypdfium2.PdfPage, index: int, limit: int) -> None:
+    """Refuse a page holding an image over ``limit`` pixels, from its declared size, undecoded.
+
+    pdfium decodes each image of a page at full size while drawing it, even
+    when the page is drawn small, so the output's pixel budget does not bound
+    the memory a 40,000-pixel-wide image takes.
+    """
+    for found in page.get_objects(filter=[pypdfium2.raw.FPDF_PAGEOBJ_IMAGE]):
+        try:
+            width, height = cast(pypdfium2.PdfImage, found).get_px_size()
+        except pypdfium2.PdfiumError:
+            continue  # no size to read: pdfium will not draw it either
+        if width * height > limit:
+            raise DocumentTooComplex(
+                f"Page {index + 1} holds an image of {width:,}×{height:,} pixels; the limit is "
+                f"{limit / 1_000_000:g} megapixels for one image. Save the document with smaller "
+                "images and upload it again.",
+                detail=f"IMAGE_MAX_DECODED_PIXELS={limit}",
+            )
 
 
 class _PypdfReader(DocumentReader):
