@@ -61,14 +61,18 @@ class PruneReport:
         """The report in words."""
         if not (self.rq_entries or self.stage_runs or self.nonces):
             return ["nothing to prune"]
-        return [
+        lines = [
             f"removed {self.rq_entries} finished RQ queue entries older than "
             f"{settings.RQ_RESULT_RETENTION_HOURS:g} h",
             f"removed {self.stage_runs} stage history rows of jobs finished more than "
             f"{settings.STAGE_HISTORY_RETENTION_DAYS:g} days ago",
-            f"removed {self.nonces} callback nonces older than "
-            f"{settings.CALLBACK_NONCE_RETENTION_HOURS:g} h",
         ]
+        if self.nonces:
+            lines.append(
+                f"removed {self.nonces} callback nonces older than "
+                f"{settings.CALLBACK_NONCE_RETENTION_HOURS:g} h"
+            )
+        return lines
 
 
 def prune(*, now: datetime | None = None) -> PruneReport:

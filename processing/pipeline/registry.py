@@ -32,6 +32,11 @@ DOCUMENT_PROCESSING = "DOCUMENT_PROCESSING"
 EXTERNAL_REVIEW = "EXTERNAL_REVIEW"
 
 
+def _runs_outside(ctx: StageContext) -> None:
+    """What an external stage's function would be: nothing here runs one."""
+    raise TypeError("An external stage is done outside the app; nothing here runs it.")
+
+
 @dataclass(frozen=True)
 class Stage:
     """One named step of a pipeline, with the label the stepper shows.
@@ -58,9 +63,10 @@ class Stage:
             raise ValueError(f"Stage {self.name!r} needs a function, or external=True (not both).")
 
     def load(self) -> StageFunction:
-        """The stage function (imported on first use); an external stage has none."""
+        """The stage function (imported on first use); for an external stage, a function
+        that refuses to run (a worker preloads every stage, and never calls this one)."""
         if self.external:
-            raise TypeError(f"Stage {self.name!r} is external: the app runs nothing for it.")
+            return _runs_outside
         function: StageFunction = import_string(self.function)
         return function
 
