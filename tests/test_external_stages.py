@@ -22,6 +22,7 @@ from django.core.files.base import ContentFile
 from django.test import Client
 from django.utils import timezone
 
+from processing.api.schemas import JobEnvelope
 from processing.jobs import lifecycle, recovery, retention
 from processing.models import AuditEvent, CallbackNonce, Matter, ProcessingJob, StageRun
 from processing.pipeline.registry import EXTERNAL_REVIEW
@@ -126,6 +127,7 @@ def test_progress_moves_the_job_and_renews_the_lease(waiting: ProcessingJob) -> 
     )
     response = post(waiting.pk, report(items_done=3, items_total=4))
     assert response.status_code == 200, response.content
+    JobEnvelope.model_validate(response.json())  # the answer the OpenAPI document declares
     data = response.json()["data"]
     assert (data["status"], data["current_stage"], data["items_done"], data["items_total"]) == (
         "PROCESSING",
