@@ -145,7 +145,8 @@ def test_progress_moves_the_job_and_renews_the_lease(waiting: ProcessingJob) -> 
 def test_completed_runs_the_next_stages_on_a_worker_until_the_job_completes(
     waiting: ProcessingJob, worker: Any
 ) -> None:
-    response = post(waiting.pk, report(event="completed", items_done=2, items_total=2))
+    body = report(event="completed", items_done=2, items_total=2, attempt=1)
+    response = post(waiting.pk, body)
     assert response.status_code == 200, response.content
     assert response.json()["data"]["current_stage"] == "chunk"
     worker()
@@ -236,6 +237,11 @@ def _wrong_stage(job: ProcessingJob) -> Any:
     return post(job.pk, report(stage="extract"))
 
 
+def _earlier_attempt(job: ProcessingJob) -> Any:
+    # The test made attempt 2 the running one: attempt 1's report comes late.
+    return post(job.pk, report(event="completed", attempt=1))
+
+
 def _unknown_job(job: ProcessingJob) -> Any:
     return post(uuid.uuid4(), report())
 
@@ -272,6 +278,7 @@ REFUSALS = {
     "older than 5 minutes": (_old, 401, "REQUEST_EXPIRED"),
     "more than 5 minutes ahead": (_from_the_future, 401, "REQUEST_EXPIRED"),
     "another stage": (_wrong_stage, 409, "INVALID_TRANSITION"),
+    "an earlier attempt": (_earlier_attempt, 409, "INVALID_TRANSITION"),
     "unknown job": (_unknown_job, 404, "JOB_NOT_FOUND"),
     "malformed job id": (_malformed_job_id, 404, "JOB_NOT_FOUND"),
     "not JSON": (_not_json, 400, "VALIDATION_ERROR"),
@@ -283,6 +290,9 @@ REFUSALS = {
 @pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_a_refused_callback_changes_nothing(waiting: ProcessingJob, case: str) -> None:
     send, status, code = REFUSALS[case]
+    if send is _earlier_attempt:  # attempt 1 timed out, and attempt 2 runs
+        StageRun.objects.filter(job=waiting, stage="review").update(attempt=2)
+        ProcessingJob.objects.filter(pk=waiting.pk).update(stage_attempt=2)
     before = world(waiting)
     response = send(waiting)
     assert error_code(response, status) == code

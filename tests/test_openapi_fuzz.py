@@ -299,7 +299,8 @@ def test_no_generated_request_gets_a_server_error_or_an_answer_off_the_schema(
         for name, seen in answered.items()
         if name not in (removal, CALLBACK) and not seen & {200, 201}
     ], answered
-    assert answered[CALLBACK] == {401}, answered[CALLBACK]  # it cannot sign: all refused
+    # It cannot sign: refused 401 (or 400 for a body that does not parse), never done.
+    assert 401 in answered[CALLBACK] and not answered[CALLBACK] & {200, 201}, answered[CALLBACK]
     assert 304 in answered["GET /api/jobs/{job_id}"], "the ETag sent back was never matched"
     refused = statuses(LOGS / "schemathesis" / "viewer.har", operations)
     print(f"statuses answered to a viewer: {refused}")

@@ -16,8 +16,9 @@ own code and changing nothing:
 4. a body that is not the callback's JSON: 400 ``VALIDATION_ERROR``;
 5. a nonce seen before: 409 ``REPLAYED_REQUEST`` (nonces are rows of
    :class:`CallbackNonce`, kept a day);
-6. an unknown job: 404 ``JOB_NOT_FOUND``; a job not PROCESSING in that external stage:
-   409 ``INVALID_TRANSITION``, ``details`` carrying its status and stage.
+6. an unknown job: 404 ``JOB_NOT_FOUND``; a job not PROCESSING in that external stage
+   (or in another attempt of it than the body's ``attempt``, when given): 409
+   ``INVALID_TRANSITION``, ``details`` carrying its status and stage.
 
 The nonce is stored in the same transaction as the transition, so a refused request
 leaves no nonce behind and may be sent again once corrected.
@@ -73,6 +74,13 @@ class CallbackIn(BaseModel):
     items_done: int = Field(0, ge=0, le=COUNT_MAX)
     items_total: int = Field(0, ge=0, le=COUNT_MAX)
     error: ReportedError | None = None
+    attempt: int | None = Field(
+        None,
+        ge=1,
+        le=COUNT_MAX,
+        description="The stage's attempt this report is about (stage_history's attempt): "
+        "when given, a report on an earlier attempt is refused.",
+    )
 
 
 def _header(name: str, description: str) -> dict[str, Any]:
@@ -192,6 +200,7 @@ def receive_callback(request: HttpRequest, job_id: str) -> HttpResponse:
                 total=body.items_total,
                 message=reported.message,
                 permanent=reported.permanent,
+                attempt=body.attempt,
             )
         except ProcessingJob.DoesNotExist:
             raise ApiError(404, "JOB_NOT_FOUND", "No job with this id.") from None

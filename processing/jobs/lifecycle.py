@@ -1080,6 +1080,7 @@ def report_external(
     total: int = 0,
     message: str = "",
     permanent: bool = False,
+    attempt: int | None = None,
 ) -> ProcessingJob:
     """Apply an outside service's report on the external ``stage`` of a job.
 
@@ -1089,8 +1090,10 @@ def report_external(
     :func:`fail_stage` with ``EXTERNAL_STAGE_FAILED``, permanent as reported; the
     service's ``message`` is kept for staff only. All under the job's row lock,
     inside the caller's transaction, and only while the job is PROCESSING in that
-    stage under the token the stage began with; otherwise
-    :class:`NotAwaitingCallback`. ``ProcessingJob.DoesNotExist`` for an unknown job.
+    stage under the token the stage began with, and, when ``attempt`` is given, in that
+    attempt of the stage (a late report on an attempt that timed out must not finish
+    its retry); otherwise :class:`NotAwaitingCallback`. ``ProcessingJob.DoesNotExist``
+    for an unknown job.
     """
     with transaction.atomic():
         job = ProcessingJob.objects.select_for_update().select_related("document").get(pk=job_id)
@@ -1104,7 +1107,8 @@ def report_external(
             .first()
         )
         begun = job.status == JobStatus.PROCESSING and job.stage_attempt > 0
-        if not (external and begun and job.current_stage == stage and run is not None):
+        ours = run is not None and (attempt is None or run.attempt == attempt)
+        if not (external and begun and job.current_stage == stage and ours):
             raise NotAwaitingCallback(job, stage, event)
         assert run is not None  # for mypy: checked above
         if event == "progress":
