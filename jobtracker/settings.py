@@ -252,6 +252,14 @@ STAGE_TIMEOUT = env_int("STAGE_TIMEOUT", 1800)
 # a stage times out and retries, resuming after the pages it finished.
 STAGE_TIMEOUT_MAX = env_int("STAGE_TIMEOUT_MAX", 12 * 3600)
 
+# External stages (processing.api.callbacks): the shared secret an outside service signs
+# its callbacks with (HMAC-SHA256). Unset, every callback is refused (401
+# CALLBACKS_NOT_CONFIGURED). A signed request is good for CALLBACK_MAX_AGE seconds either
+# side of now; its nonce is remembered CALLBACK_NONCE_RETENTION_HOURS.
+EXTERNAL_CALLBACK_SECRET = os.environ.get("EXTERNAL_CALLBACK_SECRET", "")
+CALLBACK_MAX_AGE = env_int("CALLBACK_MAX_AGE", 300)
+CALLBACK_NONCE_RETENTION_HOURS = float(os.environ.get("CALLBACK_NONCE_RETENTION_HOURS", "24"))
+
 # Recovery (processing.jobs.recovery, run by `manage.py upkeep` and `manage.py recover`):
 # a QUEUED job untouched for this long whose queue entry is gone is enqueued again; the
 # grace keeps a pass from racing an enqueue happening right now (a fresh upload's).

@@ -92,6 +92,22 @@ class InternalError(TransientError):
     code = "INTERNAL_ERROR"
 
 
+class ExternalStageFailed(StageError):
+    """An external processor reported failure through the callback; permanent as reported.
+
+    Its own message is kept for staff (the stage run's and the job's ``error_detail``):
+    it comes from outside, so users read :attr:`default_message` instead.
+    """
+
+    code = "EXTERNAL_STAGE_FAILED"
+    default_message = "The outside service working on this document reported a failure."
+
+    def __init__(self, reported: str = "", *, permanent: bool) -> None:
+        self.permanent = permanent
+        tail = " It will not be retried." if permanent else " It will be retried."
+        super().__init__(self.default_message + tail, detail=reported)
+
+
 class StageCancelled(Exception):
     """Raised inside a stage when the job was cancelled (or taken over); not an error."""
 
@@ -109,6 +125,6 @@ SUGGESTED_ACTIONS: dict[str, str] = {
     WorkerLost.code: "Retry it; if it fails again, ask staff to look at it.",
     InternalError.code: "Retry it; if it fails again, ask staff to look at it.",
     "INVALID_SEARCH_LANGUAGE": "Ask staff to fix the matter's search language, then retry.",
-    "EXTERNAL_STAGE_FAILED": "Retry it, or ask whoever runs the external service.",
+    ExternalStageFailed.code: "Retry it, or ask whoever runs the external service.",
 }
 """What a person can do about a job that failed with each code (shown beside its error)."""

@@ -512,3 +512,17 @@ class ApiToken(models.Model):
     def usable(self, now: datetime) -> bool:
         """Neither revoked nor expired at ``now``."""
         return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+
+class CallbackNonce(models.Model):
+    """A nonce an external processor sent with an accepted callback, so a replay is refused.
+
+    Kept a day (:mod:`processing.jobs.retention` prunes older ones): a replay older
+    than five minutes is refused for its timestamp anyway.
+    """
+
+    nonce = models.CharField(max_length=100, unique=True)
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+
+    def __str__(self) -> str:
+        return self.nonce

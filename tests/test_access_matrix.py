@@ -104,6 +104,7 @@ API: dict[tuple[str, str], tuple[str, str]] = {
     ("search_documents", "GET"):    (f"{A}/search?q=lease",       "401 404 200 200 200 404 404"),
     ("list_recent_jobs", "GET"):    ("/api/jobs",                 "401 200 200 200 200 200 200"),
     ("get_job", "GET"):             ("/api/jobs/{job}",           "401 404 200 200 200 404 404"),
+    ("receive_callback", "POST"):   ("/api/jobs/{job}/callback",  "401 401 401 401 401 401 401"),
     ("get_document", "GET"):        (AD,                          "401 404 200 200 200 404 404"),
     ("list_pages", "GET"):          (f"{AD}/pages",               "401 404 200 200 200 404 404"),
     ("list_entities", "GET"):       (f"{AD}/entities",            "401 404 200 200 200 404 404"),
@@ -117,6 +118,12 @@ superusers have no rights of their own here), 403 for what the role may not do."
 
 CODES = {401: "AUTHENTICATION_REQUIRED", 403: "FORBIDDEN", 409: "INVALID_TRANSITION"}
 """The one code each of these statuses has in the API."""
+
+ROW_CODES: dict[tuple[str, str], dict[int, str]] = {
+    # No token counts: the signature is the credential, and every caller here sends none.
+    ("receive_callback", "POST"): {401: "INVALID_SIGNATURE"},
+}
+"""Rows whose refusals carry a code of their own."""
 
 BODIES: dict[tuple[str, str], dict[str, Any]] = {
     ("matter-list", "POST"): {"name": ""},  # refused with a message: nothing is created
@@ -348,8 +355,9 @@ def test_every_page_answers_each_caller_as_promised(
 @pytest.mark.django_db
 @pytest.mark.parametrize("key, path, row", _rows(API))
 def test_every_api_endpoint_answers_each_caller_as_promised(
-    world: dict[str, Any], key: tuple[str, str], path: str, row: str
+    world: dict[str, Any], key: tuple[str, str], path: str, row: str, settings: Any
 ) -> None:
+    settings.EXTERNAL_CALLBACK_SECRET = "matrix-secret"  # callbacks on: refused for no signature
     method = key[1]
     url = path.format(**world)
     got = {}
@@ -363,7 +371,8 @@ def test_every_api_endpoint_answers_each_caller_as_promised(
         got[role] = outcome(response)
         if response.status_code >= 400:  # the contract's envelope, with its code
             code = response.json()["error"]["code"]
-            assert code == CODES.get(response.status_code, code), (role, url, code)
+            expected = {**CODES, **ROW_CODES.get(key, {})}
+            assert code == expected.get(response.status_code, code), (role, url, code)
     assert got == cells(row), f"{url}: got {' '.join(got.values())}"
 
 

@@ -1517,8 +1517,6 @@ IMPLEMENTED_PATHS = {
     "/api/documents/{document_id}/pages": {"get"},
     "/api/documents/{document_id}/entities": {"get"},
     "/api/documents/{document_id}/file": {"get"},
-}
-NOT_YET_IMPLEMENTED_PATHS = {
     "/api/jobs/{job_id}/callback": {"post"},
 }
 
@@ -1537,11 +1535,3 @@ def test_openapi_document_lists_the_contract_paths() -> None:
     for path, methods in IMPLEMENTED_PATHS.items():
         assert path in paths, path
         assert methods <= paths[path], (path, paths[path])
-
-
-@pytest.mark.xfail(strict=True, reason="in the contract but not implemented yet")
-@pytest.mark.parametrize("path", sorted(NOT_YET_IMPLEMENTED_PATHS))
-def test_openapi_document_lists_the_contract_paths_still_missing(path: str) -> None:
-    """Whoever adds one of these moves it to IMPLEMENTED_PATHS (strict: an XPASS fails)."""
-    paths = openapi_paths()
-    assert path in paths and NOT_YET_IMPLEMENTED_PATHS[path] <= paths[path]

@@ -54,6 +54,7 @@ DECLARED = {
     "GET /api/documents/{document_id}/pages": {200, 400, 401, 404},
     "GET /api/documents/{document_id}/entities": {200, 400, 401, 404},
     "GET /api/documents/{document_id}/file": {200, 401, 404},
+    "POST /api/jobs/{job_id}/callback": {200, 400, 401, 404, 409},
 }
 TEXT = b"Deposition of the witness, taken on 12 March 2024 in Springfield.\n" * 3
 

@@ -6,6 +6,8 @@
   results (metadata, pages, entities, the original file);
 - ``jobs``: a matter's jobs, the actions on them, and the caller's jobs;
 - ``search``: full-text search over a matter;
+- ``callbacks``: an external stage's signed callback (no token: the signature is the
+  credential);
 - ``middleware``: keeps unknown routes and methods under /api/ in the envelope.
 
 Every error leaves as ``{"error": {"code", "message", "details"}}``; the
@@ -21,7 +23,7 @@ from ninja import NinjaAPI
 from ninja.errors import AuthenticationError, HttpError
 from ninja.errors import ValidationError as NinjaValidationError
 
-from processing.api import documents, jobs, matters, search
+from processing.api import callbacks, documents, jobs, matters, search
 from processing.api.base import ApiError, BearerToken, SessionLogin, error_response
 from processing.jobs.states import InvalidTransition
 from processing.uploads import UploadRejected
@@ -91,4 +93,5 @@ api.add_router("/matters", documents.router)
 api.add_router("/matters", jobs.matter_jobs)
 api.add_router("/matters", search.router)
 api.add_router("/jobs", jobs.jobs)
+api.add_router("/jobs", callbacks.router)
 api.add_router("/documents", documents.documents)

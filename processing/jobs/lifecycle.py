@@ -38,8 +38,12 @@ function               job status                   called by
                        PROCESSING (queue only)      recovery: its next stage's enqueue
                                                     never happened (lease ran out)
 ``rescue_lost_stage``  PROCESSING -> QUEUED         recovery: the stage's lease ran out
-                                                    (WORKER_LOST), retries left
+                                                    (WORKER_LOST), retries left; an
+                                                    external stage's (TIMEOUT), with backoff
                        PROCESSING -> FAILED         the same, none left
+``report_external``    as ``record_progress``,      the signed callback of an outside
+                       ``complete_stage`` or        service, for an external stage
+                       ``fail_stage``
 =====================  ===========================  ==============================
 
 A person's actions reach these through :mod:`processing.jobs.actions`, which the
@@ -57,6 +61,13 @@ it, so once recovery rescues a stage (a new token) its old work horse, should it
 still be alive, can no longer write anything. ``lease_expires_at`` says until when
 the stage's worker is presumed alive; its progress writes and its heartbeat
 (:func:`renew_lease`) extend it.
+
+An **external** stage (``Stage(..., external=True)``) runs nowhere here: ``begin_stage``
+hands its lease to :data:`EXTERNAL_HOLDER` for the stage's whole time limit, and the
+outside service's callbacks (:func:`report_external`) drive the same transitions a
+worker's stage does. A progress report renews the lease (hearing from it counts as a
+heartbeat); a stage that hears nothing until its lease runs out is failed ``TIMEOUT``
+by recovery and retried with backoff, like any transient error.
 """
 
 from __future__ import annotations
@@ -65,14 +76,14 @@ import logging
 import random
 import uuid
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from django.conf import settings
 from django.db import transaction
 from django.db.models import Min
 from django.utils import timezone
 
-from processing.errors import StageError, WorkerLost
+from processing.errors import ExternalStageFailed, StageError, StageTimeout, WorkerLost
 from processing.jobs import dispatch, queues, statements
 from processing.jobs.states import (
     InvalidTransition,
@@ -108,6 +119,7 @@ __all__ = [
     "prioritize",
     "record_progress",
     "renew_lease",
+    "report_external",
     "requeue_lost",
     "rescue_lost_stage",
     "retry",
@@ -204,6 +216,18 @@ def lease_until(now: datetime) -> datetime:
     return now + timedelta(seconds=float(settings.LEASE_SECONDS))
 
 
+EXTERNAL_HOLDER = "external"
+"""The ``lease_holder`` of a begun external stage: the outside service, not a worker."""
+
+
+def _lease_after(job: ProcessingJob, now: datetime) -> datetime:
+    """When the running stage's lease, renewed at ``now``, runs out: a worker's after
+    ``LEASE_SECONDS``, an outside service's after the stage's whole time limit."""
+    if job.lease_holder == EXTERNAL_HOLDER:
+        return now + timedelta(seconds=_stage_timeout(job, job.current_stage))
+    return lease_until(now)
+
+
 def _release(job: ProcessingJob) -> tuple[str, str]:
     """Clear the job's lease (it leaves PROCESSING); the fields to save."""
     job.lease_expires_at = None
@@ -287,8 +311,15 @@ def begin_stage(
     )
     if started is None:
         return None
-    _announce(started.job)
-    return started.job, started.run
+    job = started.job
+    if get_pipeline(job.job_type).stage(job.current_stage).external:
+        # Before the start is announced, so an outside service that acts on the
+        # announcement finds its lease: the stage waits for its callbacks, not a worker.
+        job.lease_holder = EXTERNAL_HOLDER
+        job.lease_expires_at = _lease_after(job, now)
+        statements.await_callback(job, holder=EXTERNAL_HOLDER, lease=job.lease_expires_at)
+    _announce(job)
+    return job, started.run
 
 
 def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int) -> bool:
@@ -300,7 +331,7 @@ def record_progress(job: ProcessingJob, run: StageRun, *, done: int, total: int)
     progress = _stage_progress(job, done, total)
     now = timezone.now()
     ours = statements.record_progress(
-        job, run, done=done, total=total, progress=progress, now=now, lease=lease_until(now)
+        job, run, done=done, total=total, progress=progress, now=now, lease=_lease_after(job, now)
     )
     if ours:
         job.items_done, job.items_total, job.progress = done, total, progress
@@ -455,45 +486,61 @@ def fail_stage(
         if job.dispatch_id != started.dispatch_id or job.status != JobStatus.PROCESSING:
             _end_stage_run(run.pk, StageStatus.SKIPPED, done=done, total=total)
             return None
-        _end_stage_run(
-            run.pk, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
-        )
-        job.error, job.error_code, job.error_detail = error.message, error.code, detail
-        job.items_done, job.items_total = done, total
-        _release(job)
-        if not error.permanent and job.auto_retries < job.max_retries:
-            previous = _set_status(job, JobStatus.QUEUED)
-            job.auto_retries += 1
-            job.retry_count += 1
-            delay = backoff_seconds(job.auto_retries)
-            job.next_attempt_at = timezone.now() + timedelta(seconds=delay)
-            job.enqueued_at = job.next_attempt_at
-            _dispatch(job, when=job.next_attempt_at)
-            _save(
-                job,
-                *_ATTEMPT_FIELDS,
-                "auto_retries",
-                "retry_count",
-                "next_attempt_at",
-                "enqueued_at",
-                "dispatch_id",
-            )
-            _audit(
-                job,
-                "retry_scheduled",
-                None,
-                from_status=previous,
-                error_code=error.code,
-                delay_seconds=round(delay, 1),
-                attempt=job.auto_retries,
-            )
-        else:
-            previous = _set_status(job, JobStatus.FAILED)
-            job.finished_at = timezone.now()
-            _save(job, *_ATTEMPT_FIELDS, "finished_at")
-            _audit(job, "failed", None, from_status=previous, error_code=error.code)
-        _announce(job)
+        _record_failure(job, run.pk, error, detail=detail, done=done, total=total)
     return job
+
+
+def _record_failure(
+    job: ProcessingJob,
+    run_id: int | None,
+    error: StageError,
+    *,
+    detail: str,
+    done: int,
+    total: int,
+    **audit: Any,
+) -> None:
+    """Fail the running stage of ``job`` (locked, PROCESSING): retry with backoff, or FAILED."""
+    if run_id is not None:
+        _end_stage_run(
+            run_id, StageStatus.FAILED, done=done, total=total, error=error, detail=detail
+        )
+    job.error, job.error_code, job.error_detail = error.message, error.code, detail
+    job.items_done, job.items_total = done, total
+    _release(job)
+    if not error.permanent and job.auto_retries < job.max_retries:
+        previous = _set_status(job, JobStatus.QUEUED)
+        job.auto_retries += 1
+        job.retry_count += 1
+        delay = backoff_seconds(job.auto_retries)
+        job.next_attempt_at = timezone.now() + timedelta(seconds=delay)
+        job.enqueued_at = job.next_attempt_at
+        _dispatch(job, when=job.next_attempt_at)
+        _save(
+            job,
+            *_ATTEMPT_FIELDS,
+            "auto_retries",
+            "retry_count",
+            "next_attempt_at",
+            "enqueued_at",
+            "dispatch_id",
+        )
+        _audit(
+            job,
+            "retry_scheduled",
+            None,
+            from_status=previous,
+            error_code=error.code,
+            delay_seconds=round(delay, 1),
+            attempt=job.auto_retries,
+            **audit,
+        )
+    else:
+        previous = _set_status(job, JobStatus.FAILED)
+        job.finished_at = timezone.now()
+        _save(job, *_ATTEMPT_FIELDS, "finished_at")
+        _audit(job, "failed", None, from_status=previous, error_code=error.code, **audit)
+    _announce(job)
 
 
 def stop_stage(run: StageRun, *, done: int, total: int) -> None:
@@ -910,7 +957,10 @@ def rescue_lost_stage(
     makes is conditional on the old token. After commit RQ is also asked to kill
     that horse (its worker may be alive, the horse hung). Audited ``requeued`` (or
     ``failed``) by the system, cause ``worker_lost``, with the worker and how far
-    the lost run got. None, doing nothing, when the job is no longer running under
+    the lost run got. An external stage (its lease held by :data:`EXTERNAL_HOLDER`)
+    lost no worker: its outside service did not report within the stage's time
+    limit, so it fails ``TIMEOUT`` as :func:`fail_stage` fails any transient error
+    (retried with backoff). None, doing nothing, when the job is no longer running under
     ``lost_dispatch`` with an expired lease (its worker renewed it, or it moved on).
     """
     now = now or timezone.now()
@@ -924,6 +974,9 @@ def rescue_lost_stage(
             or job.lease_expires_at > now
         ):
             return None
+        if job.lease_holder == EXTERNAL_HOLDER:
+            _time_out_external(job)
+            return job
         error = WorkerLost()
         holder, expired = job.lease_holder, job.lease_expires_at
         run = (
@@ -977,4 +1030,92 @@ def rescue_lost_stage(
         _announce(job)
         job_pk = job.pk
         transaction.on_commit(lambda: dispatch.stop_running_stage(job_pk, lost_dispatch))
+    return job
+
+
+def _time_out_external(job: ProcessingJob) -> None:
+    """Fail ``job``'s external stage (locked), whose outside service never reported back."""
+    run = StageRun.objects.filter(job=job, status=StageStatus.IN_PROGRESS).order_by("-pk").first()
+    counted = run or job
+    expired = job.lease_expires_at
+    detail = (
+        f"No callback for stage {job.current_stage!r} from its external service "
+        f"by {expired.isoformat() if expired else '?'}."
+    )
+    _record_failure(
+        job,
+        run.pk if run else None,
+        StageTimeout(),
+        detail=detail,
+        done=counted.items_done,
+        total=counted.items_total,
+        cause="external_timeout",
+        stage=job.current_stage,
+    )
+
+
+# --- what an outside service reports -------------------------------------------------------
+
+ExternalEvent = Literal["progress", "completed", "failed"]
+
+
+class NotAwaitingCallback(InvalidTransition):
+    """A callback for a job that is not PROCESSING in the external stage it names."""
+
+    def __init__(self, job: ProcessingJob, stage: str, event: str) -> None:
+        super().__init__(job.status, f"{event} ({stage})")
+        self.stage = job.current_stage
+        self.args = (
+            f"This job is not waiting for a report on stage {stage!r}: "
+            f"it is {job.status}, at stage {job.current_stage!r}.",
+        )
+
+
+def report_external(
+    job_id: uuid.UUID | str,
+    *,
+    stage: str,
+    event: ExternalEvent,
+    done: int = 0,
+    total: int = 0,
+    message: str = "",
+    permanent: bool = False,
+    attempt: int | None = None,
+) -> ProcessingJob:
+    """Apply an outside service's report on the external ``stage`` of a job.
+
+    ``progress`` is :func:`record_progress` (which renews the stage's lease: hearing
+    from the service counts as a heartbeat), ``completed`` is :func:`complete_stage`
+    (the next stage enqueued after commit, or the job COMPLETED), ``failed`` is
+    :func:`fail_stage` with ``EXTERNAL_STAGE_FAILED``, permanent as reported; the
+    service's ``message`` is kept for staff only. All under the job's row lock,
+    inside the caller's transaction, and only while the job is PROCESSING in that
+    stage under the token the stage began with, and, when ``attempt`` is given, in that
+    attempt of the stage (a late report on an attempt that timed out must not finish
+    its retry); otherwise :class:`NotAwaitingCallback`. ``ProcessingJob.DoesNotExist``
+    for an unknown job.
+    """
+    with transaction.atomic():
+        job = ProcessingJob.objects.select_for_update().select_related("document").get(pk=job_id)
+        try:
+            external = get_pipeline(job.job_type).stage(job.current_stage).external
+        except KeyError:  # a pipeline no longer registered
+            external = False
+        run = (
+            StageRun.objects.filter(job=job, stage=stage, status=StageStatus.IN_PROGRESS)
+            .order_by("-pk")
+            .first()
+        )
+        begun = job.status == JobStatus.PROCESSING and job.stage_attempt > 0
+        ours = run is not None and (attempt is None or run.attempt == attempt)
+        if not (external and begun and job.current_stage == stage and ours):
+            raise NotAwaitingCallback(job, stage, event)
+        assert run is not None  # for mypy: checked above
+        if event == "progress":
+            record_progress(job, run, done=done, total=total)
+        elif event == "completed":
+            complete_stage(job, run, done=done, total=total)
+        else:
+            error = ExternalStageFailed(message, permanent=permanent)
+            fail_stage(job, run, error, detail=message, done=done, total=total)
     return job

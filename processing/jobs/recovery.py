@@ -44,6 +44,9 @@ Then, every PROCESSING job whose lease (``lease_expires_at``, see
   dispatch has no live RQ entry, the enqueue never happened (a crash between the
   commit and ``on_commit``, Redis lost it): :func:`lifecycle.requeue_lost`
   enqueues it again. A live entry (a long queue) is left alone.
+- an external stage (lease holder ``external``): its outside service did not report
+  within the stage's time limit; the same call fails it ``TIMEOUT``, retried with
+  backoff like any transient error.
 
 Both lock the rows they act on with ``SKIP LOCKED`` and re-check under the lock,
 as above.
@@ -64,6 +67,7 @@ from django.utils import timezone
 from redis import Redis
 from rq.job import Job, JobStatus
 
+from processing.errors import StageTimeout
 from processing.jobs import dispatch, lifecycle
 from processing.jobs.states import JobStatus as ProcessingStatus
 from processing.models import ProcessingJob
@@ -98,6 +102,8 @@ class RecoveryReport:
     """Jobs whose worker was lost with no automatic retry left: now FAILED."""
     stranded: list[uuid.UUID] = field(default_factory=list)
     """PROCESSING jobs whose next stage was never enqueued, enqueued now."""
+    timed_out: list[uuid.UUID] = field(default_factory=list)
+    """External stages whose outside service never reported back: failed TIMEOUT."""
 
     @property
     def rescued(self) -> int:
@@ -108,6 +114,7 @@ class RecoveryReport:
             + len(self.lost_stages)
             + len(self.failed_lost)
             + len(self.stranded)
+            + len(self.timed_out)
         )
 
     def lines(self) -> list[str]:
@@ -137,6 +144,11 @@ class RecoveryReport:
             lines.append(
                 f"enqueued the next stage of {_jobs(len(self.stranded))} stranded between "
                 "stages: " + ", ".join(map(str, self.stranded))
+            )
+        if self.timed_out:
+            lines.append(
+                f"timed out {_stages(len(self.timed_out))} waiting for an external service: "
+                + ", ".join(map(str, self.timed_out))
             )
         return lines or [f"nothing to recover ({_jobs(self.checked)} queued, all in their queue)"]
 
@@ -221,6 +233,9 @@ def _rescue(expired: list[ExpiredLease], now: datetime, report: RecoveryReport) 
                 logger.exception("Recovery could not rescue the stage of job %s", job_id)
                 continue
             if job is None:
+                continue
+            if job.error_code == StageTimeout.code:
+                report.timed_out.append(job_id)
                 continue
             requeued = job.status == ProcessingStatus.QUEUED
             (report.lost_stages if requeued else report.failed_lost).append(job_id)

@@ -6,7 +6,9 @@ and the stage history (:class:`StageRun` rows) of every job. :func:`prune`
 removes RQ's records of entries that ended more than ``RQ_RESULT_RETENTION_HOURS``
 ago, and the stage history of jobs that finished more than
 ``STAGE_HISTORY_RETENTION_DAYS`` ago. A job that is still queued or running
-keeps its whole history, and so does one that finished recently. The audit
+keeps its whole history, and so does one that finished recently. The nonces of
+external stages' callbacks are kept ``CALLBACK_NONCE_RETENTION_HOURS`` (a day): a
+replay older than five minutes is refused for its timestamp anyway. The audit
 trail is never pruned: it is append-only (a database trigger refuses deletes).
 
 Run by ``manage.py prune`` and, every ``RETENTION_INTERVAL`` seconds, by
@@ -29,7 +31,7 @@ from rq.registry import BaseRegistry, CanceledJobRegistry, FailedJobRegistry, Fi
 
 from processing.jobs import dispatch, queues
 from processing.jobs.states import FINISHED_JOB_STATUSES
-from processing.models import ProcessingJob, StageRun
+from processing.models import CallbackNonce, ProcessingJob, StageRun
 
 logger = logging.getLogger(__name__)
 
@@ -52,17 +54,25 @@ class PruneReport:
     """RQ queue entries (job hash and registry entry) that ended before the cutoff."""
     stage_runs: int = 0
     """Stage history rows of jobs that finished before the cutoff."""
+    nonces: int = 0
+    """Callback nonces received before the cutoff."""
 
     def lines(self) -> list[str]:
         """The report in words."""
-        if not (self.rq_entries or self.stage_runs):
+        if not (self.rq_entries or self.stage_runs or self.nonces):
             return ["nothing to prune"]
-        return [
+        lines = [
             f"removed {self.rq_entries} finished RQ queue entries older than "
             f"{settings.RQ_RESULT_RETENTION_HOURS:g} h",
             f"removed {self.stage_runs} stage history rows of jobs finished more than "
             f"{settings.STAGE_HISTORY_RETENTION_DAYS:g} days ago",
         ]
+        if self.nonces:
+            lines.append(
+                f"removed {self.nonces} callback nonces older than "
+                f"{settings.CALLBACK_NONCE_RETENTION_HOURS:g} h"
+            )
+        return lines
 
 
 def prune(*, now: datetime | None = None) -> PruneReport:
@@ -75,8 +85,11 @@ def prune(*, now: datetime | None = None) -> PruneReport:
         stage_runs=prune_stage_history(
             before=now - timedelta(days=float(settings.STAGE_HISTORY_RETENTION_DAYS))
         ),
+        nonces=prune_nonces(
+            before=now - timedelta(hours=float(settings.CALLBACK_NONCE_RETENTION_HOURS))
+        ),
     )
-    if report.rq_entries or report.stage_runs:
+    if report.rq_entries or report.stage_runs or report.nonces:
         logger.info("Retention: %s", "; ".join(report.lines()))
     return report
 
@@ -134,3 +147,9 @@ def prune_stage_history(*, before: datetime) -> int:
         # Checked again as it deletes: a person may have retried one of them meanwhile.
         deleted, _ = StageRun.objects.filter(job_id__in=set(jobs), job__in=finished).delete()
         removed += deleted
+
+
+def prune_nonces(*, before: datetime) -> int:
+    """Delete the callback nonces received before ``before``; how many."""
+    deleted, _ = CallbackNonce.objects.filter(received_at__lt=before).delete()
+    return deleted

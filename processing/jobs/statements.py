@@ -409,6 +409,33 @@ def renew_lease(job: ProcessingJob, *, lease: datetime) -> bool:
         return bool(cursor.rowcount)
 
 
+AWAIT_CALLBACK = """
+    UPDATE processing_processingjob
+    SET lease_holder = %(holder)s, lease_expires_at = %(lease)s
+    WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
+"""
+
+
+def await_callback(job: ProcessingJob, *, holder: str, lease: datetime) -> bool:
+    """Hand the begun external stage's lease to the outside service, until ``lease``.
+
+    Locks: the job row, if it is PROCESSING under the stage's dispatch token.
+    Checks: that token and status.
+    Writes: ``lease_holder`` (``holder``) and ``lease_expires_at``; not
+    ``updated_at``, since nothing a person sees has changed.
+    """
+    params: dict[str, Any] = {
+        "job": job.id,
+        "dispatch": job.dispatch_id,
+        "holder": holder,
+        "lease": lease,
+        "processing": JobStatus.PROCESSING,
+    }
+    with connection.cursor() as cursor:
+        cursor.execute(AWAIT_CALLBACK, params)
+        return bool(cursor.rowcount)
+
+
 HOLD_STAGE = """
     SELECT 1 FROM processing_processingjob
     WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
@@ -442,6 +469,7 @@ ALL = (
     COMPLETE_STAGE,
     COMPLETE_LAST_STAGE,
     RENEW_LEASE,
+    AWAIT_CALLBACK,
     HOLD_STAGE,
 )
 

@@ -59,7 +59,8 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
     """Run the current stage of job ``job_id`` if ``dispatch_id`` is still its token.
 
     Returns a short word for RQ's result: ``stale``, ``completed``, ``failed``,
-    ``cancelled`` or ``handed back`` (its worker is shutting down: the stage went
+    ``cancelled``, ``external`` (an external stage, begun: the app runs nothing for it)
+    or ``handed back`` (its worker is shutting down: the stage went
     back to the front of its queue). While the stage runs, a :class:`Heartbeat`
     keeps its lease alive. The outcome is recorded even across a PostgreSQL
     restart (:func:`_recorded`).
@@ -70,6 +71,9 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
         return "stale"
     job, stage_run = started
     stage = get_pipeline(job.job_type).stage(job.current_stage)
+    if stage.external:
+        # Begun, its lease handed to the outside service: its callbacks go on from here.
+        return "external"
     ctx = StageContext(job=job, stage_run=stage_run)
     error: StageError
     detail = ""

@@ -29,13 +29,22 @@ if TYPE_CHECKING:
 StageFunction = Callable[["StageContext"], None]
 
 DOCUMENT_PROCESSING = "DOCUMENT_PROCESSING"
+EXTERNAL_REVIEW = "EXTERNAL_REVIEW"
+
+
+def _runs_outside(ctx: StageContext) -> None:
+    """What an external stage's function would be: nothing here runs one."""
+    raise TypeError("An external stage is done outside the app; nothing here runs it.")
 
 
 @dataclass(frozen=True)
 class Stage:
     """One named step of a pipeline, with the label the stepper shows.
 
-    ``function`` is the dotted path of the stage function. ``seconds_per_page``
+    ``function`` is the dotted path of the stage function; an ``external`` stage has
+    none: an outside service does its work and reports through the signed callback
+    (``POST /api/jobs/{job_id}/callback``), and its :meth:`timeout` is how long that
+    service has before the stage fails with ``TIMEOUT``. ``seconds_per_page``
     is what a slow page may take in this stage; it is added to
     ``settings.STAGE_TIMEOUT`` once per page of the document, up to
     ``settings.STAGE_TIMEOUT_MAX`` (see :meth:`timeout`), so a stage whose time
@@ -45,11 +54,19 @@ class Stage:
 
     name: str
     label: str
-    function: str
+    function: str = ""
     seconds_per_page: float = 0.0
+    external: bool = False
+
+    def __post_init__(self) -> None:
+        if self.external == bool(self.function):
+            raise ValueError(f"Stage {self.name!r} needs a function, or external=True (not both).")
 
     def load(self) -> StageFunction:
-        """The stage function (imported on first use)."""
+        """The stage function (imported on first use); for an external stage, a function
+        that refuses to run (a worker preloads every stage, and never calls this one)."""
+        if self.external:
+            return _runs_outside
         function: StageFunction = import_string(self.function)
         return function
 
@@ -120,5 +137,17 @@ register(
         Stage("chunk", "Chunking", "processing.pipeline.chunk.chunk"),
         Stage("index", "Indexing", "processing.pipeline.index.index"),
         Stage("entities", "Finding entities", "processing.pipeline.entities.entities"),
+    ],
+)
+
+register(
+    EXTERNAL_REVIEW,
+    [
+        Stage("extract", "Extracting", "processing.pipeline.extract.extract"),
+        # An outside service reviews the text; it reports through the signed callback
+        # and has STAGE_TIMEOUT to do so.
+        Stage("review", "Reviewing outside", external=True),
+        Stage("chunk", "Chunking", "processing.pipeline.chunk.chunk"),
+        Stage("index", "Indexing", "processing.pipeline.index.index"),
     ],
 )
