@@ -24,6 +24,7 @@ from django.conf import settings
 from django.contrib.auth.views import redirect_to_login
 from django.core.files.uploadhandler import FileUploadHandler
 from django.http import HttpRequest, HttpResponse
+from django.http.multipartparser import MultiPartParserError
 from django.shortcuts import render
 from django.urls import Resolver404, resolve
 from django.utils.http import url_has_allowed_host_and_scheme
@@ -225,6 +226,10 @@ class UploadGuardMiddleware:
             if exc.size is None:
                 return self._too_large(request, content_length=length)
             return self._too_large(request, size=exc.size)
+        except MultiPartParserError:  # no boundary, a broken part: Django's bare 400 page
+            return refused(
+                request, 400, "VALIDATION_ERROR", "The form data is not valid multipart."
+            )
         return None
 
     def _too_large(self, request: HttpRequest, **details: int) -> HttpResponse:

@@ -77,6 +77,20 @@ def test_a_body_declared_over_the_limit_is_refused_before_it_is_read(
 
 
 @pytest.mark.django_db
+def test_a_form_that_is_not_multipart_is_refused_in_the_envelope(
+    alice: Any, matter: Matter
+) -> None:
+    client = Client()
+    client.force_login(alice)
+    for content_type in ("multipart/form-data", "multipart/form-data; boundary=\x00"):
+        response = client.generic(
+            "POST", f"/api/matters/{matter.pk}/documents", b"--x--", content_type=content_type
+        )
+        assert error_of(response, 400, "VALIDATION_ERROR")["message"].startswith("The form")
+    assert stored_nothing()
+
+
+@pytest.mark.django_db
 def test_an_anonymous_upload_is_refused_before_its_body_is_parsed(matter: Matter) -> None:
     # Malformed multipart: had anything parsed it, the answer would be a 400.
     body = b"--xyz\r\nContent-Disposition: form-data; name=file; filename=a.txt\r\n\r\nbroken"
