@@ -33,6 +33,7 @@ from processing.errors import StageError
 from processing.jobs import lifecycle
 from processing.models import Document, Matter, ProcessingJob
 from processing.permissions import Person, account
+from processing.pipeline.registry import DOCUMENT_PROCESSING
 
 
 class UploadRejected(Exception):
@@ -102,6 +103,7 @@ def accept_upload(
     *,
     by: Person,
     allow_duplicate: bool = False,
+    job_type: str = DOCUMENT_PROCESSING,
 ) -> Accepted:
     """Validate and store ``upload`` in ``matter`` and create its processing job.
 
@@ -119,7 +121,7 @@ def accept_upload(
         if existing is not None:
             return Accepted(existing.document, existing, duplicate=True)
         document = _store(matter, upload, content_type, sha256, by=by)
-        job = lifecycle.create_job(document, by=by)
+        job = lifecycle.create_job(document, by=by, job_type=job_type)
     return Accepted(document, job)
 
 

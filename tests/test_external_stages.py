@@ -19,6 +19,7 @@ from typing import Any
 import pytest
 from django.conf import settings as django_settings
 from django.core.files.base import ContentFile
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.test import Client
 from django.utils import timezone
 
@@ -80,6 +81,31 @@ def waiting(matter: Matter, alice: Any, worker: Any) -> ProcessingJob:
     worker()
     job.refresh_from_db()
     return job
+
+
+def test_an_upload_asks_for_the_external_pipeline_by_job_type(
+    matter: Matter, alice: Any, api_client: Any, worker: Any
+) -> None:
+    client = api_client(alice)
+    pdf = make_pdf(["The lease.", "The rent."])
+    path = f"/api/matters/{matter.pk}/documents"
+    unknown = client.client.post(
+        f"{path}?job_type=NOT_A_PIPELINE",
+        data={"file": SimpleUploadedFile("lease.pdf", pdf)},
+        headers=client.headers,
+    )
+    assert error_code(unknown, 400) == "VALIDATION_ERROR"
+    assert not ProcessingJob.objects.exists()
+    created = client.client.post(
+        f"{path}?job_type={EXTERNAL_REVIEW}",
+        data={"file": SimpleUploadedFile("lease.pdf", pdf)},
+        headers=client.headers,
+    )
+    assert created.status_code == 201, created.content[:300]
+    assert created.json()["data"]["job"]["job_type"] == EXTERNAL_REVIEW
+    worker()
+    job = ProcessingJob.objects.get()
+    assert (job.status, job.current_stage) == ("PROCESSING", "review")
 
 
 def world(job: ProcessingJob) -> tuple[Any, ...]:

@@ -38,6 +38,7 @@ from processing.api.schemas import (
 from processing.models import DocumentPage, Entity, ProcessingJob
 from processing.payloads import document_payload, job_payload
 from processing.permissions import Action
+from processing.pipeline.registry import DOCUMENT_PROCESSING, job_types
 from processing.uploads import accept_upload, sanitize_filename
 
 router = Router(tags=["documents"])
@@ -110,11 +111,23 @@ def upload_document(
     request: HttpRequest,
     matter_id: str,
     allow_duplicate: bool = False,
+    job_type: str = DOCUMENT_PROCESSING,
     file: AFile = File(None),
 ) -> HttpResponse:
+    """``job_type`` picks the pipeline (``DOCUMENT_PROCESSING``, or e.g. ``EXTERNAL_REVIEW``,
+    whose review stage an outside service reports through the callback)."""
     matter, role = matter_or_404(request, matter_id)
     require(role, Action.UPLOAD)
-    accepted = accept_upload(matter, file, by=request.user, allow_duplicate=allow_duplicate)
+    if job_type not in job_types():
+        raise ApiError(
+            400,
+            "VALIDATION_ERROR",
+            f"Unknown job type; use one of: {', '.join(sorted(job_types()))}.",
+            field="job_type",
+        )
+    accepted = accept_upload(
+        matter, file, by=request.user, allow_duplicate=allow_duplicate, job_type=job_type
+    )
     job = ProcessingJob.objects.select_related("document").get(pk=accepted.job.pk)
     return json_response(
         {
