@@ -215,6 +215,10 @@ DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
 DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
 # Documents with fewer pages than this go to the high-priority queue.
 HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
+# Address space a work horse may add to what it maps when its stage begins (bytes; 0: no
+# limit). A stage that needs more fails DOCUMENT_TOO_COMPLEX, not retried, and the worker
+# takes its next job (processing.jobs.sandbox).
+STAGE_MEMORY_LIMIT = env_int("STAGE_MEMORY_LIMIT", 1024**3)
 # The entities stage stops counting past these (and notes it on the page).
 ENTITIES_MAX_PER_PAGE = env_int("ENTITIES_MAX_PER_PAGE", 5_000)
 ENTITIES_MAX_PER_DOCUMENT = env_int("ENTITIES_MAX_PER_DOCUMENT", 200_000)
