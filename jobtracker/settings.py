@@ -213,8 +213,11 @@ LOGIN_WINDOW = env_int("LOGIN_WINDOW", 900)
 # Limits a document must stay within (DOCUMENT_TOO_COMPLEX beyond them).
 DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
 DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
-# Documents with fewer pages than this go to the high-priority queue.
+# Documents with fewer pages than this go to the high-priority queue. The upload never
+# opens a document, so its first stage is routed by size (under HIGH_QUEUE_MAX_BYTES:
+# high); once the first stage has counted the pages, the rest follow the page count.
 HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
+HIGH_QUEUE_MAX_BYTES = env_int("HIGH_QUEUE_MAX_BYTES", 5 * 1024 * 1024)
 # Address space a work horse may add to what it maps when its stage begins (bytes; 0: no
 # limit). A stage that needs more fails DOCUMENT_TOO_COMPLEX, not retried, and the worker
 # takes its next job (processing.jobs.sandbox).

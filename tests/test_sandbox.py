@@ -12,7 +12,7 @@ import pytest
 from processing.jobs import lifecycle
 from processing.jobs.queues import QUEUES
 from processing.models import AuditEvent, Matter, ProcessingJob, StageRun
-from tests.conftest import stored_document
+from tests.conftest import make_pdf, stored_document
 from tests.stages import (
     CRASHING,
     HUNGRY_BYTES,
@@ -129,3 +129,27 @@ def test_a_stage_whose_process_is_sigkilled_is_left_to_its_lease(
     assert (body["status"], body["error_code"]) == ("PROCESSING", None)
     assert history(killed) == [("parse", "IN_PROGRESS", None)]
 
+
+def test_an_upload_does_not_open_the_document_and_its_first_stage_counts_the_pages(
+    api_client: Any, alice: Any, matter: Matter, worker: Any, settings: Any
+) -> None:
+    settings.HIGH_QUEUE_MAX_BYTES = 1024  # so that this small PDF counts as big by its size
+    settings.HIGH_QUEUE_MAX_PAGES = 5
+    content = make_pdf(["One.", "Two.", "Three."])
+    assert len(content) > 1024
+    client = api_client(alice)
+    response = client.upload(matter.pk, "brief.pdf", content)
+    assert response.status_code == 201
+    data = response.json()["data"]
+    # Not opened: no page count, and the first stage goes by the file's size.
+    assert data["document"]["page_count"] is None
+    job = ProcessingJob.objects.get(pk=data["job"]["job_id"])
+    assert job.queue_name == "default"
+
+    worker()
+
+    body = client.get(f"/api/jobs/{job.pk}").json()
+    assert (body["status"], body["page_count"]) == ("COMPLETED", 3)
+    # Its first stage counted 3 pages (under 5): the stages after it went to high.
+    job.refresh_from_db()
+    assert job.queue_name == "high"

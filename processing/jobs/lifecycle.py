@@ -178,6 +178,7 @@ def _queue_for(document: Document, priority: str) -> str:
         page_count=document.page_count,
         size=document.size,
         high_max_pages=settings.HIGH_QUEUE_MAX_PAGES,
+        high_max_bytes=settings.HIGH_QUEUE_MAX_BYTES,
     )
 
 
@@ -392,6 +393,8 @@ def complete_stage(
     else:
         token = uuid.uuid4()
         index = get_pipeline(job.job_type).index_of(following.name)
+        # The stage may have counted the pages (the first does): the rest go where they say.
+        queue = _queue_for(job.document, job.priority)
         progress = statements.complete_stage(
             job,
             run,
@@ -401,12 +404,13 @@ def complete_stage(
             next_stage=following.name,
             next_index=index,
             token=token,
+            queue=queue,
             now=now,
             lease=lease_until(now),
         )
         if progress is None:
             return None
-        job.current_stage, job.stage_index = following.name, index
+        job.current_stage, job.stage_index, job.queue_name = following.name, index, queue
         job.lease_expires_at, job.lease_holder = lease_until(now), ""
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
