@@ -37,6 +37,10 @@ from worker_memory import _descendants, _status_kb
 NAME = "hostile_memory"
 LOG_DIR = _setup.RESULTS_DIR / "logs"
 SAMPLE_S = 0.02
+UPKEEP = (
+    "import _setup; _setup.django_setup(); import hostile_pipeline; "
+    "from django.core.management import call_command; call_command('upkeep')"
+)
 
 
 def _start(name: str, command: list[str], env: dict[str, str]) -> subprocess.Popen[bytes]:
@@ -99,7 +103,8 @@ def run(kind: str, variant: str, args: argparse.Namespace, matter: Any, user: An
     worker = _start(f"{kind}-{variant}-worker", command, env)
     upkeep = None
     if variant == "before":
-        upkeep = _start(f"{kind}-{variant}-upkeep", [sys.executable, "manage.py", "upkeep"], env)
+        # manage.py upkeep, knowing the hostile pipelines (a rescue reads the registry).
+        upkeep = _start(f"{kind}-{variant}-upkeep", [sys.executable, "-c", UPKEEP], env)
     try:
         deadline = time.monotonic() + 60
         while _workers(redis) < 1:
