@@ -3,7 +3,8 @@
     python bench/_worker.py [--worker-class CLASS] [--queues high ...] [--no-burst]
 
 Sets Django up (same environment as the benchmark that started it: see _setup), imports
-``noop_pipeline`` (registers ``BENCH_NOOP5``) and ``bare_jobs`` before working, so this
+``noop_pipeline`` (registers ``BENCH_NOOP5``), ``hostile_pipeline`` and ``bare_jobs``
+before working, so this
 process and, for a forking worker, every work horse it forks have them, then works the
 queues (default: ``high``, ``default``, ``low``) as ``manage.py rqworker`` does, in burst
 mode unless ``--no-burst``. CLASS defaults to the one ``manage.py rqworker`` uses
@@ -30,6 +31,7 @@ def main() -> None:
     _setup.django_setup()
     import bare_jobs  # noqa: F401 - the baseline jobs, imported once before any fork
     import django_rq
+    import hostile_pipeline  # noqa: F401 - registers the hostile_memory pipelines
     import noop_pipeline  # noqa: F401 - registers BENCH_NOOP5 before any stage runs
     from django_rq.utils import reset_db_connections
     from django_rq.workers import get_worker_class

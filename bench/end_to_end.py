@@ -116,7 +116,7 @@ class Api:
         body = head + content + f"\r\n--{boundary}--\r\n".encode()
         return self.request(
             "POST",
-            f"/api/matters/{matter_id}/documents",
+            f"/api/matters/{matter_id}/documents?allow_duplicate=1",  # the same PDF each time
             body,
             {"Content-Type": f"multipart/form-data; boundary={boundary}"},
         )

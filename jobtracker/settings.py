@@ -213,13 +213,20 @@ LOGIN_WINDOW = env_int("LOGIN_WINDOW", 900)
 # Limits a document must stay within (DOCUMENT_TOO_COMPLEX beyond them).
 DOCUMENT_MAX_PAGES = env_int("DOCUMENT_MAX_PAGES", 5000)
 DOCUMENT_MAX_TEXT_BYTES = env_int("DOCUMENT_MAX_TEXT_BYTES", 200 * 1024 * 1024)
-# Documents with fewer pages than this go to the high-priority queue.
+# Documents with fewer pages than this go to the high-priority queue. The upload never
+# opens a document, so its first stage is routed by size (under HIGH_QUEUE_MAX_BYTES:
+# high); once the first stage has counted the pages, the rest follow the page count.
 HIGH_QUEUE_MAX_PAGES = env_int("HIGH_QUEUE_MAX_PAGES", 100)
 # A Word file's zip, walked before python-docx reads it: members, the unpacked bytes of
 # each and of all (declared, and counted while inflating), XML elements in every part.
 DOCX_MAX_PARTS = env_int("DOCX_MAX_PARTS", 10_000)
 DOCX_MAX_UNPACKED_BYTES = env_int("DOCX_MAX_UNPACKED_BYTES", 256 * 1024 * 1024)
 DOCX_MAX_XML_ELEMENTS = env_int("DOCX_MAX_XML_ELEMENTS", 2_000_000)
+HIGH_QUEUE_MAX_BYTES = env_int("HIGH_QUEUE_MAX_BYTES", 5 * 1024 * 1024)
+# Address space a work horse may add to what it maps when its stage begins (bytes; 0: no
+# limit). A stage that needs more fails DOCUMENT_TOO_COMPLEX, not retried, and the worker
+# takes its next job (processing.jobs.sandbox).
+STAGE_MEMORY_LIMIT = env_int("STAGE_MEMORY_LIMIT", 1024**3)
 # The entities stage stops counting past these (and notes it on the page).
 ENTITIES_MAX_PER_PAGE = env_int("ENTITIES_MAX_PER_PAGE", 5_000)
 ENTITIES_MAX_PER_DOCUMENT = env_int("ENTITIES_MAX_PER_DOCUMENT", 200_000)

@@ -21,15 +21,12 @@ from django.core.files.uploadedfile import UploadedFile
 from django.db import connection, transaction
 
 from processing.documents import (
-    PDF,
     SNIFF_BYTES,
     SUPPORTED_FORMATS,
     detect_content_type,
     detect_file,
-    open_document,
     supported_description,
 )
-from processing.errors import StageError
 from processing.jobs import lifecycle
 from processing.models import Document, Matter, ProcessingJob
 from processing.permissions import Person, account
@@ -193,18 +190,8 @@ def _store(
         size=upload.size or 0,  # never 0 here: _check refuses an empty file
         sha256=sha256,
     )
+    # Its pages are counted by the first stage, in a worker: the web process never opens
+    # a document (a parser that aborts on a hostile file would take the server down).
     document.file.save(name, upload, save=False)
-    document.page_count = _quick_page_count(document)
     document.save(force_insert=True)
     return document
-
-
-def _quick_page_count(document: Document) -> int | None:
-    """The page count when the file opens cheaply now (it decides the queue); else None."""
-    if document.content_type != PDF:
-        return None
-    try:
-        with open_document(document.file.path, document.content_type, max_pages=10**9) as reader:
-            return reader.page_count
-    except StageError:
-        return None

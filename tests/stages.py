@@ -44,6 +44,12 @@ STUCK_ITEM = "TEST_STUCK_ITEM"
 """One stage stuck inside its one item for ten minutes (a Tesseract page that never ends)."""
 QUICK = "TEST_QUICK"
 """One stage with nothing to do."""
+MEMORY_HUNGRY = "TEST_MEMORY_HUNGRY"
+"""One stage that allocates :data:`HUNGRY_BYTES`, 10 MB at a time (a parser on a bomb)."""
+CRASHING = "TEST_CRASHING"
+"""One stage that aborts its process (pdfium on a bomb: SIGABRT)."""
+KILLED = "TEST_KILLED"
+"""One stage whose process is SIGKILLed (the OOM killer)."""
 FLAKY_DOCUMENT = "TEST_FLAKY_DOCUMENT"
 """The real document pipeline, its ``extract`` stage reading pages through
 :class:`FlakyReader`: every page read is counted, one page can be made to fail, and
@@ -51,6 +57,7 @@ every page can be made slow."""
 
 ITEMS = 20
 ITEM_SECONDS = 0.4
+HUNGRY_BYTES = 600 * 1024 * 1024
 
 
 def redis() -> Redis:
@@ -97,6 +104,33 @@ def stuck_item(ctx: Any) -> None:
 def nothing(ctx: Any) -> None:
     """Do nothing, and note that it ran."""
     note(ctx.job.pk, "ran", 1)
+
+
+def hungry(ctx: Any) -> None:
+    """Take :data:`HUNGRY_BYTES` of memory and touch every page of it, as a parser
+    inflating a bomb would; note each 100 MB reached."""
+    ctx.progress(0, 1)
+    chunk = 10 * 1024 * 1024
+    held = []
+    for number in range(1, HUNGRY_BYTES // chunk + 1):
+        held.append(b"\x01" * chunk)
+        if number % 10 == 0:
+            note(ctx.job.pk, "allocated", number * chunk)
+    ctx.progress(1, 1)
+
+
+def crash(ctx: Any) -> None:
+    """Abort the process halfway through its one item, as pdfium does on a bomb."""
+    ctx.progress(0, 1)
+    note(ctx.job.pk, "started", 1)
+    os.abort()
+
+
+def killed(ctx: Any) -> None:
+    """Have the process SIGKILLed inside its one item, as the OOM killer does."""
+    ctx.progress(0, 1)
+    note(ctx.job.pk, "started", 1)
+    os.kill(os.getpid(), signal.SIGKILL)
 
 
 # --- a document pipeline whose page reads are counted, and can fail --------------------
@@ -169,6 +203,9 @@ def _register() -> None:
     register(SLOW_ITEMS, [Stage("items", "Working through items", f"{__name__}.slow_items")])
     register(STUCK_ITEM, [Stage("stuck", "Reading a hard page", f"{__name__}.stuck_item")])
     register(QUICK, [Stage("nothing", "Doing nothing", f"{__name__}.nothing")])
+    register(MEMORY_HUNGRY, [Stage("inflate", "Inflating", f"{__name__}.hungry")])
+    register(CRASHING, [Stage("parse", "Parsing", f"{__name__}.crash")])
+    register(KILLED, [Stage("parse", "Parsing", f"{__name__}.killed")])
     stages = list(get_pipeline(DOCUMENT_PROCESSING).stages)
     stages[0] = Stage("extract", "Extracting", f"{__name__}.flaky_extract")
     register(FLAKY_DOCUMENT, stages)

@@ -163,6 +163,7 @@ def _orm_complete_stage(
     next_stage: str,
     next_index: int,
     token: uuid.UUID,
+    queue: str,
     now: datetime,
 ) -> None:
     """complete_stage (to the next stage), written with the ORM."""
@@ -172,6 +173,7 @@ def _orm_complete_stage(
         job.current_stage, job.stage_index = next_stage, next_index
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
+        job.queue_name = queue
         job.lease_expires_at, job.lease_holder = _lease(now), ""
         job.error = job.error_code = None
         job.error_detail = ""
@@ -306,6 +308,7 @@ def test_each_statement_writes_what_the_orm_would_for_a_whole_job(
                 "progress": index * 33,
                 "next_stage": following,
                 "next_index": index + 1,
+                "queue": "low",
                 "now": now,
             }
             progress = statements.complete_stage(

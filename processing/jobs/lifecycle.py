@@ -21,6 +21,8 @@ function               job status                   called by
                        PROCESSING -> COMPLETED      worker: last stage done
 ``fail_stage``         PROCESSING -> QUEUED         transient error, retries left
                        PROCESSING -> FAILED         permanent error, or none left
+``fail_crashed_stage`` PROCESSING -> FAILED         worker: a parser crashed the stage's work
+                                                    horse (DOCUMENT_TOO_COMPLEX, permanent)
 ``renew_lease``        PROCESSING (lease only)      the stage's heartbeat, when it writes
                                                     no progress
 ``stop_stage``         (stage run only)             worker, when a stage saw a cancel
@@ -113,6 +115,7 @@ __all__ = [
     "cancel",
     "complete_stage",
     "create_job",
+    "fail_crashed_stage",
     "fail_stage",
     "hand_back",
     "hold_stage",
@@ -187,6 +190,7 @@ def _queue_for(document: Document, priority: str) -> str:
         page_count=document.page_count,
         size=document.size,
         high_max_pages=settings.HIGH_QUEUE_MAX_PAGES,
+        high_max_bytes=settings.HIGH_QUEUE_MAX_BYTES,
     )
 
 
@@ -420,6 +424,8 @@ def complete_stage(
     else:
         token = uuid.uuid4()
         index = get_pipeline(job.job_type).index_of(following.name)
+        # The stage may have counted the pages (the first does): the rest go where they say.
+        queue = _queue_for(job.document, job.priority)
         progress = statements.complete_stage(
             job,
             run,
@@ -429,12 +435,13 @@ def complete_stage(
             next_stage=following.name,
             next_index=index,
             token=token,
+            queue=queue,
             now=now,
             lease=lease_until(now),
         )
         if progress is None:
             return None
-        job.current_stage, job.stage_index = following.name, index
+        job.current_stage, job.stage_index, job.queue_name = following.name, index, queue
         job.lease_expires_at, job.lease_holder = lease_until(now), ""
         job.items_done = job.items_total = job.stage_attempt = 0
         job.dispatch_id = token
@@ -541,6 +548,37 @@ def _record_failure(
         _save(job, *_ATTEMPT_FIELDS, "finished_at")
         _audit(job, "failed", None, from_status=previous, error_code=error.code, **audit)
     _announce(job)
+
+
+def fail_crashed_stage(
+    job_id: uuid.UUID | str, dispatch_id: uuid.UUID | str, error: StageError, *, detail: str
+) -> ProcessingJob | None:
+    """Fail the stage whose work horse died of a parser's crash (its worker calls this).
+
+    The horse could record nothing as it died, so its worker records it for it, as
+    :func:`fail_stage` would have with ``error`` (permanent: the job FAILS at once),
+    fenced on the dispatch: only while the job is still PROCESSING under
+    ``dispatch_id`` with that dispatch's stage begun. None, doing nothing, otherwise
+    (it was cancelled, rescued, or the horse died between two stages).
+    """
+    with transaction.atomic():
+        job = (
+            ProcessingJob.objects.select_for_update()
+            .select_related("document")
+            .filter(pk=job_id, dispatch_id=dispatch_id, status=JobStatus.PROCESSING)
+            .exclude(stage_attempt=0)
+            .first()
+        )
+        if job is None:
+            return None
+        run = (
+            StageRun.objects.filter(job=job, status=StageStatus.IN_PROGRESS).order_by("-pk").first()
+        )
+        if run is None:
+            return None
+        return fail_stage(
+            job, run, error, detail=detail, done=run.items_done, total=run.items_total
+        )
 
 
 def stop_stage(run: StageRun, *, done: int, total: int) -> None:

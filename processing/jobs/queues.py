@@ -17,19 +17,25 @@ LOW = "low"
 QUEUES = (HIGH, DEFAULT, LOW)
 """Every queue, in the order workers take from them."""
 
-SMALL_FILE_BYTES = 5 * 1024 * 1024
-"""A document of unknown page count (it did not open at upload) under this size is small."""
 
-
-def queue_for(*, priority: str, page_count: int | None, size: int, high_max_pages: int) -> str:
+def queue_for(
+    *,
+    priority: str,
+    page_count: int | None,
+    size: int,
+    high_max_pages: int,
+    high_max_bytes: int,
+) -> str:
     """The queue for a job of ``priority`` on a document of ``page_count`` pages, ``size`` bytes.
 
     A priority of ``high`` or ``low`` picks its queue; otherwise a document of
-    fewer than ``high_max_pages`` pages (or, its pages unknown, a small file)
-    goes to ``high``, so short documents are not stuck behind long ones.
+    fewer than ``high_max_pages`` pages goes to ``high``, so short documents are
+    not stuck behind long ones. Its pages unknown (no stage has counted them yet:
+    the upload never opens a document), a file under ``high_max_bytes`` counts as
+    short.
     """
     if priority in (HIGH, LOW):
         return priority
     if page_count is not None:
         return HIGH if page_count < high_max_pages else DEFAULT
-    return HIGH if size < SMALL_FILE_BYTES else DEFAULT
+    return HIGH if size < high_max_bytes else DEFAULT

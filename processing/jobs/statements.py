@@ -269,8 +269,9 @@ COMPLETE_STAGE = f"""
         UPDATE processing_processingjob
         SET progress = GREATEST(progress, %(progress)s), current_stage = %(next)s,
             stage_index = %(index)s, items_done = 0, items_total = 0, stage_attempt = 0,
-            dispatch_id = %(token)s, lease_expires_at = %(lease)s, lease_holder = '',
-            error = NULL, error_code = NULL, error_detail = '', updated_at = %(now)s
+            dispatch_id = %(token)s, queue_name = %(queue)s, lease_expires_at = %(lease)s,
+            lease_holder = '', error = NULL, error_code = NULL, error_detail = '',
+            updated_at = %(now)s
         WHERE id = %(job)s AND dispatch_id = %(dispatch)s AND status = %(processing)s
         RETURNING progress
     ), {_CLOSE_RUN}
@@ -336,22 +337,26 @@ def complete_stage(
     next_stage: str,
     next_index: int,
     token: uuid.UUID,
+    queue: str,
     now: datetime,
     lease: datetime,
 ) -> int | None:
-    """Close a finished stage and point the job at ``next_stage`` under a new ``token``.
+    """Close a finished stage and point the job at ``next_stage`` under a new ``token``,
+    on ``queue``.
 
     Locks: the job row, if it is PROCESSING under the stage's dispatch token.
     Checks: that token and status.
     Writes: the job (next stage, counters reset, ``stage_attempt = 0``, the new
-    token, error cleared, progress never down, a lease with no holder until
+    token and queue, error cleared, progress never down, a lease with no holder until
     ``lease``: should the next stage's enqueue never happen, recovery finds the
     job once it runs out); the stage run COMPLETED, or
     SKIPPED when the job was cancelled or taken over while the stage ran.
     Returns: the job's progress, or None when the job was no longer the stage's.
     """
     params = _completion_params(job, run, done=done, total=total, now=now)
-    params.update(progress=progress, next=next_stage, index=next_index, token=token, lease=lease)
+    params.update(
+        progress=progress, next=next_stage, index=next_index, token=token, queue=queue, lease=lease
+    )
     return _progress_of(COMPLETE_STAGE, params)
 
 

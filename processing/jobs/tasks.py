@@ -22,7 +22,7 @@ from processing.errors import (
     StageHandedBack,
     StageTimeout,
 )
-from processing.jobs import lifecycle
+from processing.jobs import lifecycle, sandbox
 from processing.jobs.context import Heartbeat, StageContext
 from processing.pipeline.registry import get_pipeline
 
@@ -101,6 +101,11 @@ def run_stage(job_id: str, dispatch_id: str) -> str:
     except JobTimeoutException:
         error, detail = StageTimeout(), traceback.format_exc()
         logger.warning("Stage %s of job %s timed out", stage.name, job_id)
+    except MemoryError:
+        # Past the work horse's memory budget: the document's doing, and it would be again.
+        sandbox.lift_memory_limit()
+        error, detail = sandbox.out_of_memory(), traceback.format_exc()
+        logger.warning("Stage %s of job %s ran out of memory", stage.name, job_id)
     except (DatabaseError, RedisError, ConnectionError) as exc:
         error, detail = ServiceUnavailable(), traceback.format_exc()
         logger.warning("Stage %s of job %s lost a service: %s", stage.name, job_id, exc)

@@ -15,6 +15,9 @@ long stage would hold the deploy up, and be killed mid-item by the cold shutdown
 that follows. The worker forwards a ``SIGUSR1`` to its horse instead, whose
 stage stops at its next item and goes back to the front of its queue
 (:func:`processing.jobs.lifecycle.hand_back`); the worker then exits.
+
+And it keeps each work horse within a memory budget, attributing a horse that a
+parser crashed to its document (:mod:`processing.jobs.sandbox`).
 """
 
 from __future__ import annotations
@@ -24,11 +27,18 @@ import logging
 import os
 import signal
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import rq
 from django.db import DatabaseError
+from rq.job import Job
+from rq.queue import Queue
 from rq.utils import get_version
+
+from processing.jobs import sandbox
+
+if TYPE_CHECKING:
+    from resource import struct_rusage
 
 logger = logging.getLogger(__name__)
 
@@ -109,3 +119,15 @@ class Worker(rq.Worker):
             else:
                 self.log.info("Worker %s: asked horse %s to hand its stage back", self.name, horse)
         super().request_stop(signum, frame)  # type: ignore[no-untyped-call]
+
+    def main_work_horse(self, job: Job, queue: Queue) -> None:
+        """RQ's work horse, its memory budget set before anything of the stage runs."""
+        sandbox.limit_work_horse()
+        super().main_work_horse(job, queue)
+
+    def handle_work_horse_killed(
+        self, job: Job, retpid: int | None, ret_val: int | None, rusage: struct_rusage | None
+    ) -> None:
+        """RQ's note of a horse that died on its own; a parser's crash fails its stage."""
+        super().handle_work_horse_killed(job, retpid, ret_val, rusage)  # type: ignore[no-untyped-call]
+        sandbox.attribute_crash(job, ret_val, peak_kb=rusage.ru_maxrss if rusage else None)
