@@ -259,9 +259,9 @@ def main() -> None:
     bare: list[dict] = []
     warmup: dict[str, Any] = {}
     try:
-        procs.start(
+        procs.start(  # the web server as the Procfile runs it: daphne, uploads bounded
             "daphne",
-            [sys.executable, "-m", "daphne", "-b", "127.0.0.1", "-p", str(port),
+            [sys.executable, "-m", "jobtracker.serve", "-b", "127.0.0.1", "-p", str(port),
              "jobtracker.asgi:application"],
         )  # fmt: skip
         for i in (1, 2):
