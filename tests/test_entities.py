@@ -7,7 +7,6 @@ document page and the matter object are read as a member and a stranger.
 
 from __future__ import annotations
 
-import functools
 import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -272,9 +271,12 @@ def extract_then_entities(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     """Uploads in this test run extract then entities (the rest of the default pipeline is
     other engineers' stages and is tested on its own)."""
     register_test_pipeline()
-    monkeypatch.setattr(
-        lifecycle, "create_job", functools.partial(lifecycle.create_job, job_type=TEST_JOB_TYPE)
-    )
+    create_job = lifecycle.create_job
+
+    def create_test_job(document: Any, **options: Any) -> Any:
+        return create_job(document, **{**options, "job_type": TEST_JOB_TYPE})
+
+    monkeypatch.setattr(lifecycle, "create_job", create_test_job)
     yield
 
 
